@@ -1,0 +1,35 @@
+# Two commands matter: `make test` and `make demo`. Both build .venv on first use.
+# torch is pinned here (a local CPU wheel on the project machines) *before* the project is
+# installed, so pip never resolves `torch>=2.4` to a multi-GB CUDA build. GPU users install
+# their own torch first and then `pip install -e .`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_PIN ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: test test-all demo venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m ""
+
+demo: $(STAMP)
+	$(VENV)/bin/fimkit demo
+
+bench: $(STAMP)
+	$(VENV)/bin/fimkit bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

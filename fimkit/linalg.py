@@ -1,0 +1,128 @@
+"""Numerical building blocks shared by structures and optimizers.
+
+Every function here is pure (tensors in, tensors out), works on a leading batch of matrices
+where that makes sense, and knows nothing about optimizers. Spec: algorithms.md §3.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def eigh_descending(a: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigen-decomposition of a symmetric matrix, eigenvalues in descending order.
+
+    ``torch.linalg.eigh`` in float32 can fail to converge on ill-conditioned Gram matrices; on
+    failure we retry in float64 (as Distributed Shampoo does) and cast back.
+    """
+    sym = 0.5 * (a + a.mT)
+    try:
+        evals, evecs = torch.linalg.eigh(sym)
+    except torch.linalg.LinAlgError:
+        evals, evecs = torch.linalg.eigh(sym.double())
+        evals, evecs = evals.to(a.dtype), evecs.to(a.dtype)
+    return evals.flip(-1), evecs.flip(-1)
+
+
+def inverse_power(x: Tensor, power: float, eps: float = 0.0) -> Tensor:
+    """Element-wise ``(x + eps) ** -power`` with the pseudo-inverse convention ``0 -> 0``.
+
+    Used for eigenvalues of a PSD approximation: a zero (or round-off negative) eigenvalue means
+    the direction is outside the approximation's range, where the pseudo-inverse acts as 0.
+    """
+    shifted = x + eps
+    positive = shifted > 0
+    safe = torch.where(positive, shifted, torch.ones_like(shifted))
+    return torch.where(positive, safe.pow(-power), torch.zeros_like(shifted))
+
+
+def psd_matrix_power(a: Tensor, power: float, eps: float = 0.0) -> Tensor:
+    """``(A + eps I) ** power`` for a symmetric PSD ``A`` through its eigen-decomposition.
+
+    Negative powers use the pseudo-inverse convention of :func:`inverse_power`.
+    """
+    evals, evecs = eigh_descending(a)
+    if power < 0:
+        scaled = inverse_power(evals.clamp_min(0), -power, eps)
+    else:
+        scaled = (evals.clamp_min(0) + eps).pow(power)
+    return (evecs * scaled.unsqueeze(-2)) @ evecs.mT
+
+
+def fixed_point_rank1(
+    p: Tensor, iters: int = 5, q0: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """RACS fixed point ([P] Eq 16) for ``min ||P - q s^T||_F``, ``P`` of shape (..., m, n).
+
+    Alternates ``s = P^T q / ||q||^2`` and ``q = P s / ||s||^2`` (each half-step is the exact
+    least-squares solve for one factor given the other, so the residual never increases).
+    It is power iteration on ``P P^T``; at convergence ``q s^T`` is the best rank-1
+    approximation of ``P``. Returns ``(s, q)``. The overall scale is split arbitrarily between
+    the factors; only the product is unique.
+    """
+    q = torch.ones(p.shape[:-1], dtype=p.dtype, device=p.device) if q0 is None else q0
+    s = p.new_zeros(p.shape[:-2] + p.shape[-1:])
+    tiny = torch.finfo(p.dtype).tiny
+    for _ in range(iters):
+        s = (p.mT @ q.unsqueeze(-1)).squeeze(-1) / (q * q).sum(-1, keepdim=True).clamp_min(tiny)
+        q = (p @ s.unsqueeze(-1)).squeeze(-1) / (s * s).sum(-1, keepdim=True).clamp_min(tiny)
+    return s, q
+
+
+def qr_complement(u: Tensor) -> Tensor:
+    """Orthonormal basis of the orthogonal complement of the columns of ``u`` (m x r -> m x (m-r))."""
+    r = u.shape[-1]
+    full_q, _ = torch.linalg.qr(u, mode="complete")
+    return full_q[..., r:]
+
+
+def subspace_iteration(a: Tensor, u_init: Tensor, iters: int = 1) -> tuple[Tensor, Tensor]:
+    """[P] Alg 10: ``iters`` steps of subspace iteration on symmetric ``a`` from ``u_init``.
+
+    Returns the Ritz vectors (``m x r``, orthonormal, sorted by descending Ritz value) and the
+    Ritz values. The paper prints "EVD(V)"; the Ritz vectors ``U @ evecs(U^T A U)`` are what
+    keeps the result a basis of the iterated subspace.
+    """
+    u = u_init
+    for _ in range(iters):
+        u, _ = torch.linalg.qr(a @ u)
+    ritz_values, ritz_vectors = eigh_descending(u.mT @ a @ u)
+    return u @ ritz_vectors, ritz_values
+
+
+def newton_schulz_inv_sqrt(a: Tensor, iters: int = 5, step: float = 0.5) -> Tensor:
+    """Coupled Newton-Schulz iteration for ``A^{-1/2}`` of an SPD matrix ([P] App B.8).
+
+    Each step is ``T = I + step (I - Z Y); Y <- Y T; Z <- T Z`` on ``Y = A / ||A||_F``. With
+    ``step = 0.5`` this is the classical ``T = (3I - ZY) / 2``, which converges quadratically
+    once ``||I - A/||A||_F|| < 1``. Accuracy depends strongly on ``iters``: see SWAN's notes.
+    """
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(a)
+    norm = torch.linalg.matrix_norm(a, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+    y = a / norm
+    z = eye.clone()
+    for _ in range(iters):
+        t = eye + step * (eye - z @ y)
+        y = y @ t
+        z = t @ z
+    return z / norm.sqrt()
+
+
+def norm_growth_limiter(
+    update: Tensor, phi: Tensor, gamma: float, first: Tensor | bool
+) -> tuple[Tensor, Tensor]:
+    """Fira's norm-growth limiter ([P] Alg 1 and 3) without host synchronisation.
+
+    Returns ``(eta, new_phi)``: ``eta = gamma / max(||X|| / phi, gamma)`` except on the first
+    step (``eta = 1``), and ``new_phi = eta * ||X||``. So the update's norm never grows by more
+    than a factor ``gamma`` from one step to the next, and the limiter is inactive when it
+    shrinks. ``first`` may be a boolean tensor (e.g. ``phi == 0``) so no ``.item()`` is needed.
+    """
+    norm = torch.linalg.vector_norm(update, dim=(-2, -1))
+    tiny = torch.finfo(norm.dtype).tiny
+    ratio = norm / phi.clamp_min(tiny)
+    eta = gamma / torch.maximum(ratio, torch.full_like(ratio, gamma))
+    first = torch.as_tensor(first, device=norm.device)
+    eta = torch.where(first, torch.ones_like(eta), eta)
+    return eta, eta * norm

@@ -1,0 +1,122 @@
+"""Reusable blocks of update chains (see ``chain.py`` for the protocol).
+
+Each block is the code form of one line of an algorithm in algorithms.md: momentum, the
+structured preconditioned step, the learning rate, a scale, Fira's norm-growth limiter,
+Adafactor's update clipping and relative step size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..linalg import norm_growth_limiter
+from ..structures.base import Structure
+from .chain import Block, Group, State, check_betas
+from .preconditioners import Preconditioner, preconditioner_for
+
+
+class Momentum(Block):
+    """``m = b1 m + (1 - b1) G`` (bias-corrected when ``bias_correction``); off when b1 = 0."""
+
+    hyperparameters = {"betas": (0.9, 0.999), "bias_correction": True}
+    needs_step = True
+
+    def validate(self, group: Group) -> None:
+        check_betas(group)
+
+    def init_state(self, m, n, like, group):
+        return {"exp_avg": torch.zeros(m, n, dtype=like.dtype)} if group["betas"][0] > 0 else {}
+
+    def __call__(self, update, grad, param, state, group, step):
+        beta1 = group["betas"][0]
+        if beta1 == 0:
+            return update
+        exp_avg = state["exp_avg"]
+        exp_avg.lerp_(update, 1 - beta1)
+        if group["bias_correction"]:
+            return exp_avg / (1 - beta1**step)
+        return exp_avg
+
+
+class Precondition(Block):
+    """``Mat(F~^{-power} vec(X))`` with ``F~`` the structure's member tracked from gradients."""
+
+    needs_step = True
+
+    def __init__(self, structure: Structure, preconditioner: Preconditioner | None = None):
+        self.structure = structure
+        self.preconditioner = preconditioner or preconditioner_for(structure)
+        self.hyperparameters = self.preconditioner.hyperparameters
+
+    def validate(self, group: Group) -> None:
+        self.preconditioner.validate(group)
+
+    def init_state(self, m, n, like, group):
+        return self.preconditioner.init_state(m, n, like, group)
+
+    def __call__(self, update, grad, param, state, group, step):
+        return self.preconditioner(update, grad, state, group, step)
+
+
+class LearningRate(Block):
+    """The final signed change ``-lr * X``."""
+
+    def __call__(self, update, grad, param, state, group, step):
+        return update * -group["lr"]
+
+
+class Scale(Block):
+    """``alpha * X`` with ``alpha`` read from the hyperparameter named ``name``."""
+
+    def __init__(self, name: str = "alpha", default: float = 1.0):
+        self.name = name
+        self.hyperparameters = {name: default}
+
+    def __call__(self, update, grad, param, state, group, step):
+        return update * group[self.name]
+
+
+class NormGrowthLimiter(Block):
+    """Fira's limiter ([P] Alg 1): the update norm grows at most by ``gamma`` per step.
+
+    State ``phi`` (the last update norm, one number). The first step, detected as ``phi == 0``
+    so that no step counter is needed, is not limited.
+    """
+
+    hyperparameters = {"gamma": 1.01}
+
+    def validate(self, group: Group) -> None:
+        if not group["gamma"] >= 1.0:
+            raise ValueError(f"gamma (norm-growth limit) must be >= 1, got {group['gamma']}")
+
+    def init_state(self, m, n, like, group):
+        return {"phi": torch.zeros((), dtype=like.dtype)}
+
+    def __call__(self, update, grad, param, state, group, step):
+        phi = state["phi"]
+        eta, new_phi = norm_growth_limiter(update, phi, group["gamma"], first=phi == 0)
+        phi.copy_(new_phi)
+        return update * eta
+
+
+class ClipUpdateRMS(Block):
+    """Adafactor's update clipping: ``X / max(1, RMS(X) / d)`` (no host sync)."""
+
+    hyperparameters = {"d": 1.0}
+
+    def __call__(self, update, grad, param, state, group, step):
+        rms = update.square().mean().sqrt()
+        return update / torch.clamp(rms / group["d"], min=1.0)
+
+
+class RelativeStepSize(Block):
+    """Adafactor's step size ``max(eps2, RMS(W)) * min(lr, 1/sqrt(t))`` and the sign."""
+
+    hyperparameters = {"eps2": 1e-3}
+    needs_step = True
+
+    def __call__(self, update, grad, param, state, group, step):
+        rho = min(group["lr"], step**-0.5)
+        scale = torch.clamp(param.square().mean().sqrt(), min=group["eps2"]) * rho
+        return update * -scale

@@ -1,0 +1,254 @@
+"""The update-chain optimizer every fimkit optimizer is built on.
+
+An optimizer is a chain of small :class:`Block` s (optax style): each block declares the
+hyperparameters it reads from the param group and the state tensors it owns, and maps the
+running update (starting from the gradient) to a new one; the last block turns the direction
+into the signed parameter change (learning rate, relative step size...). :class:`ChainOptimizer`
+does everything else once, for every optimizer: validation with errors that name the parameter,
+the matrix view of a tensor, transposing tall matrices to the short side, state dtype, the
+non-finite guard (one host sync per param group and step, none per parameter), decoupled weight
+decay, closures, and a ``load_state_dict`` that keeps the saved state dtypes.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from itertools import chain
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+State = dict[str, Tensor]
+Group = dict[str, Any]
+
+COMMON_HYPERPARAMETERS = {
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    # Run matrix algorithms on W^T when m > n (algorithms.md §1; the m side gets the Gram).
+    "transpose_to_short_side": False,
+    # None: promote(param dtype, float32). A lower dtype stores state compactly; the
+    # arithmetic still runs in float32.
+    "state_dtype": None,
+    # "skip": leave parameter and state untouched for a non-finite gradient; "raise"; "ignore".
+    "on_nonfinite": "skip",
+}
+
+
+class Block:
+    """One stage of an update chain. Subclasses are small and stateless themselves."""
+
+    #: hyperparameters (name -> default) this block reads from the param group
+    hyperparameters: ClassVar[dict[str, Any]] = {}
+    #: whether the block reads the per-parameter step counter
+    needs_step: ClassVar[bool] = False
+
+    def validate(self, group: Group) -> None:
+        """Raise ``ValueError`` for a bad hyperparameter value in ``group``."""
+
+    def init_state(self, m: int, n: int, like: Tensor, group: Group) -> State:
+        """State tensors this block owns for an m x n (matrix view of a) parameter."""
+        return {}
+
+    def __call__(self, update: Tensor, grad: Tensor, param: Tensor, state: State, group: Group,
+                 step: int) -> Tensor:
+        raise NotImplementedError
+
+
+def matrix_shape(shape: torch.Size) -> tuple[int, int]:
+    """The matrix a tensor is viewed as: (1, n) for vectors, (d0, rest) for N-d tensors."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return 1, shape[0]
+    return shape[0], math.prod(shape[1:])
+
+
+def check_betas(group: Group) -> None:
+    b1, b2 = group["betas"]
+    if not (0.0 <= b1 < 1.0) or not (0.0 <= b2 <= 1.0):
+        raise ValueError(f"betas must satisfy 0 <= beta1 < 1 and 0 <= beta2 <= 1, got {group['betas']}")
+
+
+class ChainOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` whose per-parameter update is ``blocks`` applied in order."""
+
+    blocks: ClassVar[tuple[Block, ...]] = ()
+    #: default hyperparameters of this optimizer (overrides of the blocks' defaults)
+    hyperparameters: ClassVar[dict[str, Any]] = {}
+    #: True: only 2-D tensors are accepted (others raise a ValueError naming the parameter)
+    matrix_only: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        known = dict(COMMON_HYPERPARAMETERS)
+        for block in cls.blocks:
+            known.update(block.hyperparameters)
+        unknown = set(cls.hyperparameters) - set(known)
+        if unknown:
+            raise TypeError(f"{cls.__name__}: default(s) for unknown hyperparameter(s) {sorted(unknown)}; "
+                            f"its blocks read {sorted(known)}")
+
+    @classmethod
+    def default_hyperparameters(cls) -> dict[str, Any]:
+        defaults = dict(COMMON_HYPERPARAMETERS)
+        for block in cls.blocks:
+            defaults.update(block.hyperparameters)
+        defaults.update(cls.hyperparameters)
+        return defaults
+
+    def __init__(self, params, **hyperparameters):
+        defaults = self.default_hyperparameters()
+        unknown = set(hyperparameters) - set(defaults)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unknown hyperparameter(s) {sorted(unknown)}; "
+                f"valid: {sorted(defaults)}"
+            )
+        defaults.update(hyperparameters)
+        super().__init__(params, defaults)
+        self.nonfinite_skips = 0
+
+    # ------------------------------------------------------------------------ validation
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        self._validate_group(group)
+        for index, p in enumerate(group["params"]):
+            self._check_tensor(p, self._param_name(group, index))
+
+    def _validate_group(self, group: Group) -> None:
+        if not group["lr"] >= 0:
+            raise ValueError(f"{type(self).__name__}: lr must be >= 0, got {group['lr']}")
+        if not group["weight_decay"] >= 0:
+            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {group['weight_decay']}")
+        if group["on_nonfinite"] not in ("skip", "raise", "ignore"):
+            raise ValueError(f"on_nonfinite must be 'skip', 'raise' or 'ignore', got {group['on_nonfinite']!r}")
+        for block in self.blocks:
+            block.validate(group)
+
+    def _param_name(self, group: Group, index: int) -> str:
+        names = group.get("param_names")
+        if names and index < len(names):
+            return repr(names[index])
+        return f"param_groups[{self.param_groups.index(group)}]['params'][{index}]"
+
+    def _check_tensor(self, p: Tensor, name: str) -> None:
+        what = f"{type(self).__name__}: parameter {name} (shape {tuple(p.shape)}, {p.dtype})"
+        if p.is_complex():
+            raise ValueError(f"{what} is complex; fimkit optimizers support real tensors only "
+                             f"(view it as real with torch.view_as_real, or route it elsewhere)")
+        if not p.is_floating_point():
+            raise ValueError(f"{what} is not floating point")
+        if self.matrix_only and p.ndim != 2:
+            raise ValueError(
+                f"{what} is not a matrix; {type(self).__name__} updates 2-D weights only. Route it "
+                f"to Adam (fimkit.param_groups / fimkit.build_optimizer do this for you)."
+            )
+
+    # ------------------------------------------------------------------------------ step
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self._step_group(group)
+        return loss
+
+    def _step_group(self, group: Group) -> None:
+        live = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
+        for index, p in live:
+            if p.grad.is_sparse:
+                raise ValueError(f"{type(self).__name__}: parameter {self._param_name(group, index)} "
+                                 f"has a sparse gradient, which fimkit optimizers do not support")
+        if not live:
+            return
+        finite = [True] * len(live)
+        if group["on_nonfinite"] != "ignore":
+            # One host sync for the whole group (never one per parameter).
+            finite = torch.stack([torch.isfinite(p.grad).all() for _, p in live]).tolist()
+        for (index, p), ok in zip(live, finite):
+            if not ok:
+                if group["on_nonfinite"] == "raise":
+                    raise FloatingPointError(f"{type(self).__name__}: non-finite gradient for "
+                                             f"parameter {self._param_name(group, index)}")
+                self.nonfinite_skips += 1
+                warnings.warn(f"{type(self).__name__}: skipped a non-finite gradient for parameter "
+                              f"{self._param_name(group, index)}; its state is unchanged", stacklevel=3)
+                continue
+            self._step_param(p, group)
+
+    def _state_dtype(self, p: Tensor, group: Group) -> torch.dtype:
+        return group["state_dtype"] or torch.promote_types(p.dtype, torch.float32)
+
+    def _step_param(self, p: Tensor, group: Group) -> None:
+        compute_dtype = torch.promote_types(p.dtype, torch.float32)
+        m, n = matrix_shape(p.shape)
+        grad = p.grad.reshape(m, n).to(compute_dtype)
+        param = p.detach().reshape(m, n).to(compute_dtype)
+        transpose = group["transpose_to_short_side"] and m > n
+        if transpose:
+            grad, param, m, n = grad.mT, param.mT, n, m
+
+        state = self.state[p]
+        if not state:
+            state.update(self._init_state(m, n, grad, group, self._state_dtype(p, group)))
+        step = None
+        if "step" in state:
+            state["step"] += 1
+            step = int(state["step"])  # a CPU tensor: no device sync
+        working = {k: (v if k == "step" or v.dtype == compute_dtype or not v.is_floating_point()
+                       else v.to(compute_dtype)) for k, v in state.items()}
+
+        update = grad
+        for block in self.blocks:
+            update = block(update, grad, param, working, group, step)
+
+        for key, value in working.items():  # write back state kept in a lower dtype
+            if value is not state[key]:
+                state[key].copy_(value)
+        if transpose:
+            update = update.mT
+        if group["weight_decay"]:
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+        p.add_(update.reshape(p.shape).to(p.dtype))
+
+    def _init_state(self, m: int, n: int, like: Tensor, group: Group, dtype: torch.dtype) -> State:
+        state: State = {}
+        if any(block.needs_step for block in self.blocks):
+            state["step"] = torch.tensor(0.0)
+        for block in self.blocks:
+            for key, value in block.init_state(m, n, like, group).items():
+                if key in state:
+                    raise RuntimeError(f"two blocks of {type(self).__name__} both own state {key!r}")
+                state[key] = value.to(dtype) if value.is_floating_point() else value
+        return state
+
+    # --------------------------------------------------------------------- checkpoints
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch's, but saved state keeps its dtype (torch casts floating state to the
+        parameter's dtype, which would turn float32 state of a bf16 parameter into bf16)."""
+        super().load_state_dict(state_dict)
+        restore_saved_state_dtypes(self, state_dict)
+
+
+def restore_saved_state_dtypes(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any],
+                               only: type | None = ChainOptimizer) -> None:
+    """Undo ``Optimizer.load_state_dict``'s cast of floating state to the parameter dtype.
+
+    Parameters are matched to saved ids in group order, as torch does. With ``only`` set, only
+    parameters whose group belongs to an optimizer of that type are restored (``group_owner``).
+    """
+    saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+    owners = getattr(optimizer, "group_owner", lambda group: optimizer)
+    params = chain.from_iterable(((p, owners(g)) for p in g["params"]) for g in optimizer.param_groups)
+    for saved_id, (p, owner) in zip(saved_ids, params):
+        saved = state_dict["state"].get(saved_id)
+        if saved is None or (only is not None and not isinstance(owner, only)):
+            continue
+        for key, value in saved.items():
+            if isinstance(value, Tensor) and key != "step":
+                optimizer.state[p][key] = value.to(device=p.device, copy=True)

@@ -1,0 +1,138 @@
+"""Parameter routing: which optimizer updates which parameter.
+
+Routing is data, not ``if`` statements (optax's ``partition``, torchtitan's name patterns):
+each parameter gets a *role* from the first rule that matches, and each role maps to an
+optimizer name. Matrices of linear layers go to the structured optimizer; embeddings, norms and
+biases go to Adam; the output head goes where ``lm_head`` says. Every parameter is assigned
+exactly once; one no rule matches is an error, and so is a user pattern that matches nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from .optim.registry import get_optimizer
+from .optim.routed import RoutedOptimizer
+
+#: names of output heads (the last linear layer of a language model)
+LM_HEAD_PATTERN = r"(^|\.)(lm_head|output|head)\.weight$"
+
+#: the paper's Adam for everything that is not a matrix of attention or MLP [P App F.2]
+ADAM_DEFAULTS = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
+
+
+def _owner(model: nn.Module, name: str) -> nn.Module:
+    module_name = name.rpartition(".")[0]
+    return model.get_submodule(module_name) if module_name else model
+
+
+def parameter_roles(model: nn.Module, *, lm_head_pattern: str = LM_HEAD_PATTERN,
+                    overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """name -> role ("embedding", "lm_head", "matrix", "vector", or "override:<optimizer>").
+
+    ``overrides`` ({regex: optimizer name}) are tried first, in order; each must match at least
+    one parameter.
+    """
+    overrides = dict(overrides or {})
+    used = {pattern: False for pattern in overrides}
+    roles, unmatched = {}, []
+    for name, p in model.named_parameters():
+        role = None
+        for pattern, optimizer in overrides.items():
+            if re.search(pattern, name):
+                role, used[pattern] = f"override:{optimizer}", True
+                break
+        module = _owner(model, name)
+        if role is None and isinstance(module, nn.Embedding):
+            role = "embedding"
+        elif role is None and re.search(lm_head_pattern, name):
+            role = "lm_head"
+        elif role is None and p.ndim == 2 and isinstance(module, nn.Linear):
+            role = "matrix"
+        elif role is None and p.ndim <= 1:
+            role = "vector"
+        if role is None:
+            unmatched.append(f"{name} (shape {tuple(p.shape)}, in {type(module).__name__})")
+        roles[name] = role
+    if unmatched:
+        raise ValueError(
+            "no routing rule matches parameter(s): " + "; ".join(unmatched)
+            + ". Pass overrides={regex: optimizer_name} to route them (e.g. {'conv': 'adam'})."
+        )
+    unused = [pattern for pattern, hit in used.items() if not hit]
+    if unused:
+        raise ValueError(f"override pattern(s) {unused} match no parameter of the model")
+    return roles
+
+
+def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str = "adam", *,
+                 adam_lr: float | None = None, overrides: dict[str, str] | None = None,
+                 lm_head_pattern: str = LM_HEAD_PATTERN, **hparams: Any) -> list[dict[str, Any]]:
+    """Param groups, one per optimizer, each with ``optimizer`` (its name) and ``param_names``.
+
+    ``hparams`` go to the matrix optimizer's group (unknown names raise). The Adam group uses
+    the paper's Adam (betas 0.9/0.999, no weight decay) with ``adam_lr``, by default the matrix
+    optimizer's lr (GaLore's convention, which the paper follows). ``lm_head`` is ``"adam"`` or
+    ``"matrix"`` (the structured optimizer).
+    """
+    matrix_optimizer = matrix_optimizer.lower()
+    matrix_class = get_optimizer(matrix_optimizer)
+    known = getattr(matrix_class, "default_hyperparameters", dict)()
+    unknown = set(hparams) - set(known)
+    if unknown and matrix_optimizer != "adam":
+        raise TypeError(f"{matrix_class.__name__} has no hyperparameter(s) {sorted(unknown)}; "
+                        f"valid: {sorted(known)}")
+    if lm_head not in ("adam", "matrix", matrix_optimizer):
+        raise ValueError(f"lm_head must be 'adam' or 'matrix', got {lm_head!r}")
+    lr = hparams.get("lr", known.get("lr", 1e-3))
+    role_to_optimizer = {
+        "matrix": matrix_optimizer,
+        "lm_head": "adam" if lm_head == "adam" else matrix_optimizer,
+        "embedding": "adam",
+        "vector": "adam",
+    }
+    roles = parameter_roles(model, lm_head_pattern=lm_head_pattern, overrides=overrides)
+    params = dict(model.named_parameters())
+    by_optimizer: dict[str, list[str]] = {}
+    for name, role in roles.items():
+        target = role.partition(":")[2] if role.startswith("override:") else role_to_optimizer[role]
+        by_optimizer.setdefault(target.lower(), []).append(name)
+
+    groups = []
+    for optimizer, names in by_optimizer.items():
+        group = {"params": [params[n] for n in names], "param_names": names, "optimizer": optimizer}
+        if optimizer == matrix_optimizer and optimizer != "adam":
+            group.update(hparams)
+        else:
+            group.update(ADAM_DEFAULTS, lr=adam_lr if adam_lr is not None else lr)
+            if optimizer == matrix_optimizer:  # everything on Adam: the user's hparams win
+                group.update(hparams)
+        groups.append(group)
+    return groups
+
+
+def _adam(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """The standard tool for the non-matrix parameters: torch's Adam, fused on CUDA."""
+    on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.Adam(groups, fused=True) if on_cuda else torch.optim.Adam(groups, foreach=True)
+
+
+def build_optimizer(model: nn.Module, name: str, lm_head: str = "adam", **kwargs: Any) -> RoutedOptimizer:
+    """One optimizer for the whole model: ``name`` for the matrices, Adam for the rest.
+
+    Keyword arguments are those of :func:`param_groups`. The result has the full
+    ``torch.optim.Optimizer`` interface (schedulers and checkpoints work unchanged) and exposes
+    the per-optimizer children as ``.children``.
+    """
+    children = {}
+    for group in param_groups(model, name, lm_head, **kwargs):
+        optimizer = group["optimizer"]
+        if optimizer == "adam":
+            children[optimizer] = _adam([group])
+        else:
+            children[optimizer] = get_optimizer(optimizer)([group])
+    return RoutedOptimizer(children)

@@ -2,8 +2,9 @@
 
 Each sub-command is a function ``command(argv: list[str]) -> int`` that parses its own
 arguments. Library commands are listed in ``BUILTIN_COMMANDS``; commands that live outside the
-library (training, comparisons, the demo: ``experiments/``) are discovered through the
-``fimkit.commands`` entry-point group, so ``fimkit`` never imports ``experiments`` itself.
+library (training and the demo in ``experiments/``, ``derive`` in ``derivations/``, ``bench`` in
+``benchmarks/``) are discovered through the ``fimkit.commands`` entry-point group, so ``fimkit``
+never imports those packages itself.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import sys
 from importlib import metadata
 
 BUILTIN_COMMANDS = {
-    "derive": "fimkit.derivation_cli:derive_command",
-    "bench": "fimkit.bench_cli:bench_command",
+    "optimizers": "fimkit.catalog:optimizers_command",
 }
 
 

@@ -22,7 +22,7 @@ def eigh_descending(a: Tensor) -> tuple[Tensor, Tensor]:
     except torch.linalg.LinAlgError:
         evals, evecs = torch.linalg.eigh(sym.double())
         evals, evecs = evals.to(a.dtype), evecs.to(a.dtype)
-    return evals.flip(-1), evecs.flip(-1)
+    return evals.flip(-1), evecs.flip(-1).contiguous()
 
 
 def inverse_power(x: Tensor, power: float, eps: float = 0.0) -> Tensor:

@@ -15,6 +15,7 @@ from autograd, in float64, from the structure's initial point plus seeded random
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import scipy.optimize
@@ -30,8 +31,14 @@ class _Packing:
 
     def __init__(self, spec: dict[str, ParamSpec], init: Params):
         self.spec = spec
-        self.init = init
+        self.init = dict(init)
         self.sizes = {name: math.prod(s.shape) for name, s in spec.items()}
+        for name, s in spec.items():
+            if s.constraint == "stiefel":  # rotate an orthogonal completion of the m x r start
+                q, r = torch.linalg.qr(init[name].to(torch.float64), mode="complete")
+                q[:, : s.shape[1]] *= torch.where(torch.diagonal(r) < 0, -1.0, 1.0)  # keep signs
+                self.init[name] = q
+                self.sizes[name] = s.shape[0] ** 2
 
     def to_theta(self, params: Params) -> np.ndarray:
         parts = []
@@ -39,24 +46,38 @@ class _Packing:
             p = params[name].detach().to(torch.float64)
             if s.constraint == "positive":
                 p = p.clamp_min(1e-300).log()
-            elif s.constraint == "orthogonal":
-                p = torch.zeros_like(p)  # a rotation *from* the initial basis
+            elif s.constraint in ("orthogonal", "stiefel"):
+                p = torch.zeros(self.sizes[name], dtype=torch.float64)  # a rotation *from* the start
             parts.append(p.reshape(-1))
         return torch.cat(parts).numpy() if parts else np.zeros(0)
 
     def to_params(self, theta: Tensor) -> Params:
         params, offset = {}, 0
         for name, s in self.spec.items():
-            raw = theta[offset: offset + self.sizes[name]].reshape(s.shape)
+            raw = theta[offset: offset + self.sizes[name]]
             offset += self.sizes[name]
+            raw = raw.reshape(s.shape[0], s.shape[0]) if s.constraint == "stiefel" else raw.reshape(s.shape)
             if s.constraint == "positive":
                 raw = raw.exp()
             elif s.constraint == "symmetric":
                 raw = 0.5 * (raw + raw.mT)
-            elif s.constraint == "orthogonal":
+            elif s.constraint in ("orthogonal", "stiefel"):
                 raw = self.init[name].to(torch.float64) @ torch.linalg.matrix_exp(raw - raw.mT)
+                raw = raw[:, : s.shape[1]]
             params[name] = raw
         return params
+
+
+@contextmanager
+def _single_threaded():
+    """The generic solver evaluates many tiny (mn x mn) objectives: intra-op threads only add
+    contention there (20x slower on a loaded 2-core machine), so run them on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def frobenius_objective(structure: Structure, params: Params, shape: tuple[int, int], *,
@@ -102,6 +123,7 @@ def generic_fit(structure: Structure, shape: tuple[int, int], *, fim: Tensor | N
     start = {k: v.to(torch.float64) for k, v in (init or structure.initial_params(m, n, scale)).items()}
     packing = _Packing(spec, start)
 
+    @torch.enable_grad()  # also when called from an optimizer's step (which runs under no_grad)
     def objective(theta_np: np.ndarray) -> tuple[float, np.ndarray]:
         theta = torch.from_numpy(theta_np).requires_grad_(True)
         params = {**packing.to_params(theta), **fixed}
@@ -115,12 +137,13 @@ def generic_fit(structure: Structure, shape: tuple[int, int], *, fim: Tensor | N
     rng = np.random.default_rng(seed)
     starts = [theta0] + [theta0 + rng.normal(scale=0.5, size=theta0.shape) for _ in range(restarts)]
     best = None
-    for start_theta in starts:
-        result = scipy.optimize.minimize(
-            objective, start_theta, jac=True, method="L-BFGS-B",
-            options={"maxiter": maxiter, "maxfun": 4 * maxiter, "ftol": 1e-16, "gtol": 1e-13, "maxcor": 50},
-        )
-        if best is None or result.fun < best.fun:
-            best = result
+    with _single_threaded():
+        for start_theta in starts:
+            result = scipy.optimize.minimize(
+                objective, start_theta, jac=True, method="L-BFGS-B",
+                options={"maxiter": maxiter, "maxfun": 4 * maxiter, "ftol": 1e-16, "gtol": 1e-13, "maxcor": 50},
+            )
+            if best is None or result.fun < best.fun:
+                best = result
     with torch.no_grad():
         return {**packing.to_params(torch.from_numpy(best.x)), **fixed}

@@ -60,6 +60,11 @@ def solve(structure: Structure, fim: Tensor, shape: tuple[int, int] | None = Non
     if not isinstance(structure, Structure):
         raise TypeError(f"solve() needs a fimkit Structure, got {structure!r}")
     samples = None
+    if fim.ndim not in (2, 3):
+        raise ValueError(
+            f"solve() takes a dense Fisher (mn, mn) with shape=(m, n), or gradient samples of shape "
+            f"(k, m, n); got a tensor of shape {tuple(fim.shape)}"
+        )
     if fim.ndim == 3:
         samples = check_samples(fim)
         inferred = tuple(samples.shape[-2:])

@@ -20,7 +20,8 @@ class Adafactor(ChainOptimizer):
     """
 
     matrix_only = False
-    blocks = (Precondition(RowColumn(estimator="marginal")), ClipUpdateRMS(), RelativeStepSize())
+    structure = RowColumn(estimator="marginal")
+    blocks = (Precondition(structure), ClipUpdateRMS(), RelativeStepSize())
     hyperparameters = dict(
         lr=1e-2, betas=(0.0, 0.0), beta2_decay=-0.8, bias_correction=False,
         # torch's eps1 (float32 machine epsilon), squared because it sits under the root

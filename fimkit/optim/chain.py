@@ -132,7 +132,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         names = group.get("param_names")
         if names and index < len(names):
             return repr(names[index])
-        return f"param_groups[{self.param_groups.index(group)}]['params'][{index}]"
+        position = next(i for i, g in enumerate(self.param_groups) if g is group)
+        return f"param_groups[{position}]['params'][{index}]"
 
     def _check_tensor(self, p: Tensor, name: str) -> None:
         what = f"{type(self).__name__}: parameter {name} (shape {tuple(p.shape)}, {p.dtype})"

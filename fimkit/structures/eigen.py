@@ -89,7 +89,7 @@ class EigenvalueCorrected(Structure):
     def dense(self, params: Params, m: int, n: int) -> Tensor:
         u_rows = params.get("rows_basis", torch.eye(m, dtype=params["d"].dtype))
         u_cols = params.get("cols_basis", torch.eye(n, dtype=params["d"].dtype))
-        q = torch.kron(u_rows, u_cols)
+        q = torch.kron(u_rows.contiguous(), u_cols.contiguous())  # torch.kron rejects some strides
         return (q * params["d"].reshape(1, -1)) @ q.mT
 
     def quadratic_form(self, params: Params, grads: Tensor) -> Tensor:

@@ -150,7 +150,8 @@ class Kronecker(Structure):
         return self.rows.matrix(params["rows"], m), self.cols.matrix(params["cols"], n)
 
     def dense(self, params: Params, m: int, n: int) -> Tensor:
-        return torch.kron(*self.factor_matrices(params, m, n))
+        a, b = self.factor_matrices(params, m, n)
+        return torch.kron(a.contiguous(), b.contiguous())  # torch.kron rejects some strides
 
     def quadratic_form(self, params: Params, grads: Tensor) -> Tensor:
         a, b = self.factor_matrices(params, *grads.shape[-2:])

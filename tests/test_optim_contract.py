@@ -13,7 +13,7 @@ from fimkit.optim import registered
 
 OPTIMIZERS = sorted(registered())
 #: refresh periods shortened so that checkpoints fall between refreshes (names used by fimkit)
-PERIOD_NAMES = ("precondition_frequency", "update_proj_gap", "switch_interval", "K")
+PERIOD_NAMES = ("precondition_frequency", "update_proj_gap", "switch_interval", "K", "update_interval")
 
 
 def _make(name, params, **overrides):

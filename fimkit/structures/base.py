@@ -32,7 +32,7 @@ Params = dict[str, Tensor]
 # many weight entries that stops being practical and we say so instead of running out of memory.
 DENSE_FALLBACK_LIMIT = 4096
 
-CONSTRAINTS = ("real", "positive", "symmetric", "orthogonal")
+CONSTRAINTS = ("real", "positive", "symmetric", "orthogonal", "stiefel")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,9 @@ class ParamSpec:
 
     ``positive``: elementwise > 0 (the generic solver optimises its log); ``symmetric``: a square
     matrix equal to its transpose; ``orthogonal``: a square matrix with ``U^T U = I`` (optimised
-    as the exponential of a skew-symmetric matrix); ``real``: unconstrained.
+    as the exponential of a skew-symmetric matrix); ``stiefel``: an ``m x r`` matrix (``r <= m``)
+    with orthonormal columns (the first ``r`` columns of a rotated orthogonal completion of the
+    initial point); ``real``: unconstrained.
     """
 
     shape: tuple[int, ...]
@@ -53,6 +55,8 @@ class ParamSpec:
         square = len(self.shape) == 2 and self.shape[0] == self.shape[1]
         if self.constraint in ("symmetric", "orthogonal") and not square:
             raise ValueError(f"a {self.constraint} parameter must be square, got shape {self.shape}")
+        if self.constraint == "stiefel" and not (len(self.shape) == 2 and self.shape[0] >= self.shape[1]):
+            raise ValueError(f"a stiefel parameter must be m x r with r <= m, got shape {self.shape}")
 
 
 @dataclass(frozen=True)
@@ -95,8 +99,8 @@ class Structure:
         for name, s in spec.items():
             if s.constraint == "symmetric":
                 params[name] = torch.eye(s.shape[0], dtype=dtype) * scale
-            elif s.constraint == "orthogonal":
-                params[name] = torch.eye(s.shape[0], dtype=dtype)
+            elif s.constraint in ("orthogonal", "stiefel"):
+                params[name] = torch.eye(s.shape[0], dtype=dtype)[:, : s.shape[1]]
             elif s.constraint == "positive":
                 params[name] = torch.full(s.shape, scale ** (1.0 / positive_blocks), dtype=dtype)
             else:

@@ -1,0 +1,269 @@
+"""The low-rank pieces as chain blocks (``fimkit.optim.chain``): Alice, GaLore, Fira and APOLLO
+are short recipes over them.
+
+A low-rank chain runs in the subspace between its first and its lifting block: the value passed
+along is a :class:`Projected` pair ``(sigma, direction)`` (``r x n`` each), so that ``sigma = U^T G``
+is computed once per step and every later block can use it:
+
+    SubspaceProjection  -> Projected(sigma, sigma)       basis refresh every K steps, tracking
+    ProjectedAdam       -> Projected(sigma, omega)       Adam moments of sigma
+    CompensatedBackProjection -> alpha U omega + compensation    (Alice, GaLore, Fira)
+    ChannelScaling      -> G * (||omega_j|| / ||sigma_j||)      (APOLLO)
+
+followed by ordinary blocks (limiter, scale, bias correction, learning rate). Each block owns
+state declared in ``init_state`` (so memory accounting sees all of it); the basis lives in
+``state["basis"]`` and later blocks read it from there.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..linalg import norm_growth_limiter
+from ..optim.blocks import LearningRate
+from ..optim.chain import Block, Group, State, check_betas
+from .compensation import (
+    COMPENSATION_MODES, back_project, column_norm_ratio, optimal_column_scale, residual_energy,
+    scaled_residual_norm, tensor_norm_ratio,
+)
+from .moments import bias_correction_factor, projected_adam_direction
+from .switching import (
+    PROJECTIONS, SWITCH_MODES, gaussian_projection, is_orthonormal_rule, switch_basis, switch_generator,
+    top_eigenvectors, top_left_singular_vectors,
+)
+from .tracking import (
+    change_of_basis, rotate_first_moment, rotate_projected_gram, rotate_second_moment, switch_statistic,
+    track_projected_gram,
+)
+
+#: projected-space moments that ``rotate_moments_on_switch`` re-expresses in the new basis
+FIRST_MOMENTS = ("projected_exp_avg",)
+SECOND_MOMENTS = ("projected_exp_avg_sq",)
+
+
+class Projected(NamedTuple):
+    """The running value of a low-rank chain: ``sigma = U^T G`` and the current direction (``r x n``)."""
+
+    coords: Tensor
+    direction: Tensor
+
+
+def effective_rank(rank: int, m: int, n: int | None = None, warn: bool = False) -> int:
+    """``min(rank, m)``; warns when ``rank >= m`` (the complement is then empty)."""
+    if warn and rank >= m:
+        shape = f"{m} x {n}" if n is not None else f"{m}-row"
+        warnings.warn(
+            f"low-rank optimizer: rank {rank} >= {m}, the short side of a {shape} weight; using rank "
+            f"{m}. The complement is empty, so the compensation is 0 and leading = min(leading, {m}).",
+            stacklevel=2,
+        )
+    return min(rank, m)
+
+
+def _check_choice(group: Group, name: str, choices: tuple[str, ...]) -> None:
+    if group[name] not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {group[name]!r}")
+
+
+class SubspaceProjection(Block):
+    """Maintains the basis ``U`` (``m x r``) and projects: ``X -> Projected(U^T X, U^T X)``.
+
+    At ``t == 1`` and every ``update_interval`` (K) steps the basis is refreshed:
+    ``switching=True`` runs [P] Alg 4's switch on ``Qfull = b3 U Qt U^T + (1 - b3) G G^T``
+    (``switch_mode``); otherwise ``projection`` picks the top-``r`` eigenvectors of ``Qfull``
+    (``"eigen"``), the top-``r`` left singular vectors of ``G`` (``"svd"``, GaLore) or a Gaussian
+    random projection (``"random"``, APOLLO). ``tracking_beta`` (b3) > 0 keeps the tracked
+    ``r x r`` statistic ``Qt``; b3 = 0 stores none (Alice-0). Must be the first block of a chain.
+    """
+
+    hyperparameters = {
+        "rank": 128, "leading": 40, "update_interval": 200, "tracking_beta": 0.999,
+        "switching": True, "switch_mode": "complement", "projection": "eigen", "seed": None,
+        "rotate_moments_on_switch": False, "reproject_Q_on_switch": False,
+    }
+    needs_step = True
+
+    def validate(self, group: Group) -> None:
+        for name, low in (("rank", 1), ("leading", 0), ("update_interval", 1)):
+            value = group[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not 0.0 <= group["tracking_beta"] < 1.0:
+            raise ValueError(f"tracking_beta (b3) must be in [0, 1), got {group['tracking_beta']}")
+        _check_choice(group, "switch_mode", SWITCH_MODES)
+        _check_choice(group, "projection", PROJECTIONS)
+        if group["switching"] and group["projection"] != "eigen":
+            raise ValueError(f"switching=True refines eigenvectors of Qfull; projection={group['projection']!r} "
+                             f"needs switching=False")
+        if group["projection"] == "svd" and group["tracking_beta"] > 0:
+            raise ValueError("projection='svd' takes the basis from the current gradient only; it needs "
+                             "tracking_beta=0 (use projection='eigen' to include the tracked statistic)")
+        if group["seed"] is not None and (isinstance(group["seed"], bool) or not isinstance(group["seed"], int)):
+            raise ValueError(f"seed must be None or an integer, got {group['seed']!r}")
+
+    def init_state(self, m: int, n: int, like: Tensor, group: Group) -> State:
+        r = effective_rank(group["rank"], m, n, warn=True)
+        state = {"basis": like.new_zeros(m, r)}
+        if group["tracking_beta"] > 0:
+            state["projected_gram"] = like.new_zeros(r, r)
+        if group["switching"] or group["projection"] == "random":
+            # [DECISION] one int64 seed per matrix; None draws it from torch's global generator.
+            seed = group["seed"]
+            if seed is None:
+                seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+            state["switch_seed"] = torch.tensor(seed, dtype=torch.int64)
+        return state
+
+    def __call__(self, update, grad, param, state, group, step):
+        if step == 1 or step % group["update_interval"] == 0:
+            self.refresh_basis(update, state, group, step)
+        basis = state["basis"]
+        sigma = basis.mT @ update
+        if "projected_gram" in state:
+            track_projected_gram(state["projected_gram"], sigma, group["tracking_beta"])
+        return Projected(sigma, sigma)
+
+    def refresh_basis(self, grad: Tensor, state: State, group: Group, step: int) -> None:
+        """The basis update of step ``step`` (the only place with eigh/QR/SVD)."""
+        old = state["basis"]
+        m, r = old.shape
+        generator = switch_generator(int(state["switch_seed"]), step) if "switch_seed" in state else None
+        if group["projection"] == "svd":
+            new = top_left_singular_vectors(grad, r)
+        elif group["projection"] == "random":
+            new = gaussian_projection(m, r, generator, grad)
+        else:
+            q = switch_statistic(grad, group["tracking_beta"], old, state.get("projected_gram"))
+            if group["switching"]:
+                new = switch_basis(q, old, group["leading"], group["switch_mode"], generator, first=step == 1)
+            else:
+                new = top_eigenvectors(q, r)
+        if step > 1 and (group["rotate_moments_on_switch"] or group["reproject_Q_on_switch"]):
+            self.rotate_state(change_of_basis(new, old), state, group)
+        old.copy_(new)
+
+    @staticmethod
+    def rotate_state(rotation: Tensor, state: State, group: Group) -> None:
+        """Re-express the projected statistics in the new basis ([DECISION] options, off by default)."""
+        if group["reproject_Q_on_switch"] and "projected_gram" in state:
+            state["projected_gram"].copy_(rotate_projected_gram(rotation, state["projected_gram"]))
+        if group["rotate_moments_on_switch"]:
+            for key in FIRST_MOMENTS:
+                if key in state:
+                    state[key].copy_(rotate_first_moment(rotation, state[key]))
+            for key in SECOND_MOMENTS:
+                if key in state:
+                    state[key].copy_(rotate_second_moment(rotation, state[key]))
+
+
+class ProjectedAdam(Block):
+    """Adam's moments of ``sigma`` (``r x n`` each): ``Projected(sigma, m / (sqrt(v) + eps))``."""
+
+    hyperparameters = {"betas": (0.9, 0.9), "eps": 1e-8}
+
+    def validate(self, group: Group) -> None:
+        check_betas(group)
+        if not group["eps"] >= 0:
+            raise ValueError(f"eps must be >= 0, got {group['eps']}")
+
+    def init_state(self, m, n, like, group):
+        r = effective_rank(group["rank"], m)
+        return {key: like.new_zeros(r, n) for key in FIRST_MOMENTS + SECOND_MOMENTS}
+
+    def __call__(self, update, grad, param, state, group, step):
+        direction = projected_adam_direction(
+            state[FIRST_MOMENTS[0]], state[SECOND_MOMENTS[0]], update.direction, group["betas"], group["eps"])
+        return Projected(update.coords, direction)
+
+
+class CompensatedBackProjection(Block):
+    """``alpha U omega + w C`` with ``C = (G - U U^T G) diag(c)`` the ``compensation`` mode's term.
+
+    ``w = alpha * alpha_c`` ([P] Alg 4: ``alpha (U omega + alpha_c C)``), or ``w = alpha_c`` when
+    ``compensation_scaled_by_alpha=False`` (Fira adds its term unscaled). The ``optimal`` and
+    ``fira`` terms pass through the norm-growth limiter (``gamma``; first use when ``phi == 0``);
+    ``fira_plus`` is rescaled to ``||U omega||`` instead. ``p`` is an EMA with ``betas[0]`` (b1).
+    """
+
+    hyperparameters = {"alpha": 0.3, "alpha_c": 0.4, "compensation": "optimal", "gamma": 1.01,
+                       "compensation_eps": 1e-8}
+
+    def __init__(self, compensation_scaled_by_alpha: bool = True):
+        self.compensation_scaled_by_alpha = compensation_scaled_by_alpha
+
+    def validate(self, group: Group) -> None:
+        _check_choice(group, "compensation", COMPENSATION_MODES)
+        for name in ("alpha", "alpha_c", "compensation_eps"):
+            if not group[name] >= 0:
+                raise ValueError(f"{name} must be >= 0, got {group[name]}")
+        if not group["gamma"] >= 1.0:
+            raise ValueError(f"gamma (norm-growth limit) must be >= 1, got {group['gamma']}")
+
+    def init_state(self, m, n, like, group):
+        mode, state = group["compensation"], {}
+        if mode == "optimal":
+            state["compensation_p"] = like.new_zeros(n)
+        if mode in ("optimal", "fira"):
+            state["compensation_phi"] = like.new_zeros(())
+        return state
+
+    def __call__(self, update, grad, param, state, group, step):
+        basis, (sigma, direction) = state["basis"], update
+        m, r = basis.shape
+        alpha, mode = group["alpha"], group["compensation"]
+        if mode == "none" or r == m:
+            return basis @ (direction * alpha)
+        orthonormal = is_orthonormal_rule(group["switching"], group["switch_mode"], group["projection"])
+        energy = residual_energy(grad, sigma, None if orthonormal else basis)
+        if mode == "optimal":  # Alg 3
+            p = state["compensation_p"].lerp_(energy, 1.0 - group["betas"][0])
+            scale = optimal_column_scale(p, m - r, group["compensation_eps"])
+        else:
+            scale = column_norm_ratio(direction, sigma)
+        norm = scaled_residual_norm(energy, scale)
+        if mode == "fira_plus":
+            target = torch.linalg.vector_norm(direction if orthonormal else basis @ direction)
+            factor = torch.where(norm > 0, target / norm.clamp_min(torch.finfo(norm.dtype).tiny), 0.0)
+        else:
+            phi = state["compensation_phi"]
+            factor, new_phi = norm_growth_limiter(norm.reshape(1, 1), phi, group["gamma"], first=phi == 0)
+            phi.copy_(new_phi)
+        weight = group["alpha_c"] * (alpha if self.compensation_scaled_by_alpha else 1.0)
+        return back_project(basis, direction * alpha, grad, sigma, scale * (factor * weight))
+
+
+class ChannelScaling(Block):
+    """APOLLO: ``G diag(s)`` with ``s_j = ||omega_j|| / ||sigma_j||`` (``scale_type="channel"``)
+    or one ``s = ||omega|| / ||sigma||`` (``"tensor"``, APOLLO-Mini)."""
+
+    hyperparameters = {"scale_type": "channel"}
+
+    def validate(self, group: Group) -> None:
+        _check_choice(group, "scale_type", ("channel", "tensor"))
+
+    def __call__(self, update, grad, param, state, group, step):
+        ratio = column_norm_ratio if group["scale_type"] == "channel" else tensor_norm_ratio
+        return grad * ratio(update.direction, update.coords)
+
+
+class BiasCorrection(Block):
+    """Adam's bias correction as a step-size factor ``sqrt(1 - b2^t) / (1 - b1^t)`` when
+    ``bias_correction`` (official GaLore/Fira/APOLLO place it after their scalings)."""
+
+    hyperparameters = {"bias_correction": True}
+    needs_step = True
+
+    def __call__(self, update, grad, param, state, group, step):
+        if not group["bias_correction"]:
+            return update
+        return update * bias_correction_factor(group["betas"], step)
+
+
+def low_rank_adam_chain(compensation_scaled_by_alpha: bool = True) -> tuple[Block, ...]:
+    """Project, Adam in the subspace, back-project with compensation, bias correction, lr."""
+    return (SubspaceProjection(), ProjectedAdam(), CompensatedBackProjection(compensation_scaled_by_alpha),
+            BiasCorrection(), LearningRate())

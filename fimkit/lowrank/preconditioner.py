@@ -1,0 +1,60 @@
+"""``fimkit.derive(LowRankPlusDiagonal(r))``: the structure tracked online with the low-rank pieces.
+
+The subspace is maintained by :class:`~fimkit.lowrank.blocks.SubspaceProjection` (tracking and
+switching, same hyperparameters as Alice); the structure's parameters are EMAs (``betas[1]``)
+of their Thm 5.1 closed forms, ``D = E[sigma^2]`` and ``o = E[||r_j||^2] / (m - r)``, and the
+direction (e.g. derive's momentum, in the full space) is preconditioned by the structure's
+matrix-free ``F~^{-power}``. Alice is the paper's leaner recipe (momentum in the subspace, the
+limiter and ``alpha_c``); this is the plain square-root natural gradient of the structure.
+"""
+
+from __future__ import annotations
+
+from ..optim.chain import Group, check_betas
+from ..optim.preconditioners import Preconditioner, preconditioner_for
+from ..structures.lowrank import LowRankPlusDiagonal
+from .blocks import SECOND_MOMENTS, SubspaceProjection, effective_rank
+from .compensation import residual_energy
+from .switching import is_orthonormal_rule
+
+
+class LowRankPlusDiagonalPreconditioner(Preconditioner):
+    def __init__(self, structure: LowRankPlusDiagonal):
+        self.structure = structure
+        self.subspace = SubspaceProjection()
+        self.hyperparameters = {
+            **SubspaceProjection.hyperparameters, "rank": structure.rank, "betas": (0.9, 0.999),
+            "eps": 1e-8, "power": 0.5, "bias_correction": True,
+        }
+
+    def validate(self, group: Group) -> None:
+        self.subspace.validate(group)
+        check_betas(group)
+        if not group["eps"] >= 0:
+            raise ValueError(f"eps must be >= 0, got {group['eps']}")
+
+    def init_state(self, m, n, like, group):
+        state = self.subspace.init_state(m, n, like, group)
+        r = effective_rank(group["rank"], m)
+        state[SECOND_MOMENTS[0]] = like.new_zeros(r, n)
+        if r < m:
+            state["complement_energy"] = like.new_zeros(n)
+        return state
+
+    def __call__(self, update, grad, state, group, step):
+        sigma = self.subspace(grad, grad, None, state, group, step).coords
+        basis, beta2 = state["basis"], group["betas"][1]
+        correction = 1.0 - beta2**step if group["bias_correction"] else 1.0
+        d = state[SECOND_MOMENTS[0]].mul_(beta2).addcmul_(sigma, sigma, value=1.0 - beta2)
+        params = {"basis": basis, "d": d / correction}
+        if "complement_energy" in state:
+            orthonormal = is_orthonormal_rule(group["switching"], group["switch_mode"], group["projection"])
+            energy = residual_energy(grad, sigma, None if orthonormal else basis)
+            ema = state["complement_energy"].lerp_(energy, 1.0 - beta2)
+            params["compensation"] = ema / (correction * (basis.shape[0] - basis.shape[1]))
+        return self.structure.precondition(params, update, group["power"], group["eps"])
+
+
+@preconditioner_for.register
+def _(structure: LowRankPlusDiagonal) -> Preconditioner:
+    return LowRankPlusDiagonalPreconditioner(structure)

@@ -1,0 +1,169 @@
+"""Optimizer step time and memory on a model's matrices, measured side by side.
+
+All candidates step the same parameters' shapes with the same random gradients; each round
+times one step of every candidate in a fresh random order (interleaved, so that load on the
+machine hits all of them alike), and the table reports medians over rounds. Optimizers with a
+periodic subspace switch (``update_interval`` = K, e.g. Alice) are amortised: a second
+instance switches on every step, and ``t = t_steady + (t_switch - t_steady) / K``.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from fimkit.memory import PAPER_MODELS, optimizer_state_numel, state_bytes
+from fimkit.optim import registered
+from fimkit.optim.chain import ChainOptimizer
+
+from .machine import peak_rss, peak_rss_tracking, reset_peak_rss
+
+Build = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+@dataclass
+class Candidate:
+    label: str
+    build: Build
+    #: K for an optimizer whose switch step (every K steps) is amortised
+    amortise_over: int | None = None
+    build_switching: Build | None = None
+    registered_name: str | None = None
+    hyperparameters: dict = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    label: str
+    step_ms: float
+    state_mib: float
+    predicted_state_numel: int | None
+    peak_rss_mib: float | None
+    notes: list[str] = field(default_factory=list)
+    #: for an amortised candidate: the median steady step and the median switch step (ms)
+    steady_ms: float | None = None
+    switch_ms: float | None = None
+
+
+def amortised_step(steady: float, switch: float, interval: int) -> float:
+    """Mean step time when one step in ``interval`` costs ``switch`` and the others ``steady``."""
+    return steady + (switch - steady) / interval
+
+
+def model_matrix_shapes(size: str = "60M") -> list[tuple[int, ...]]:
+    """The attention and MLP matrices of a paper model (e.g. 60M: 8 x {4 (512, 512),
+    2 (1376, 512), 1 (512, 1376)}), shapes only."""
+    return [shape for _, shape, role in PAPER_MODELS[size].parameters() if role == "matrix"]
+
+
+def torch_adam(kind: str) -> Candidate:
+    """``torch.optim.Adam`` with ``foreach=True`` or ``fused=True`` (lr 1e-3, the paper's Adam)."""
+    return Candidate(f"torch Adam ({kind})", lambda params: torch.optim.Adam(params, lr=1e-3, **{kind: True}))
+
+
+def fimkit_candidate(name: str, amortise_over: int = 200, **hyperparameters) -> Candidate:
+    """A registered fimkit optimizer with its defaults (plus ``hyperparameters``)."""
+    cls = registered()[name]
+    defaults = cls.default_hyperparameters() if issubclass(cls, ChainOptimizer) else {}
+    if "update_interval" in defaults:
+        steady = {**hyperparameters, "update_interval": amortise_over}
+        every_step = {**hyperparameters, "update_interval": 1}
+        return Candidate(f"{name} (K={amortise_over}, amortised)", lambda params: cls(params, **steady),
+                         amortise_over, lambda params: cls(params, **every_step), name, steady)
+    return Candidate(name, lambda params: cls(params, **hyperparameters), registered_name=name,
+                     hyperparameters=hyperparameters)
+
+
+def _make_params(shapes, grads, device, seed) -> list[torch.nn.Parameter]:
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter((0.02 * torch.randn(s, generator=gen)).to(device)) for s in shapes]
+    for p, g in zip(params, grads):
+        p.grad = g          # shared: no optimizer here writes into the gradient
+    return params
+
+
+def _timed_step(optimizer: torch.optim.Optimizer, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def _peak_rss_mib(optimizer: torch.optim.Optimizer) -> float | None:
+    """Growth of resident memory during one step (Linux): temporaries that needed new pages.
+    Temporaries served from memory freed earlier in the process do not show."""
+    if not peak_rss_tracking():
+        return None
+    before = reset_peak_rss()
+    optimizer.step()
+    return max(0, peak_rss() - before) / 2**20
+
+
+def measure(candidates: list[Candidate], shapes: list[tuple[int, ...]], repeats: int = 15, warmup: int = 2,
+            seed: int = 0, device: torch.device | str = "cpu") -> list[Result]:
+    """Median step time (ms) of every candidate, interleaved over ``repeats`` rounds."""
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    grads = [(1e-3 * torch.randn(s, generator=gen)).to(device) for s in shapes]
+    instances: dict[tuple[int, str], torch.optim.Optimizer] = {}
+    for index, candidate in enumerate(candidates):
+        instances[(index, "steady")] = candidate.build(_make_params(shapes, grads, device, seed + 1))
+        if candidate.build_switching is not None:
+            instances[(index, "switch")] = candidate.build_switching(_make_params(shapes, grads, device, seed + 1))
+    for optimizer in instances.values():
+        for _ in range(warmup):
+            optimizer.step()
+    times: dict[tuple[int, str], list[float]] = {key: [] for key in instances}
+    order = list(instances)
+    shuffle = random.Random(seed)
+    for _ in range(repeats):
+        shuffle.shuffle(order)
+        for key in order:
+            times[key].append(_timed_step(instances[key], device))
+
+    results = []
+    for index, candidate in enumerate(candidates):
+        steady = statistics.median(times[(index, "steady")])
+        notes, parts = [], {}
+        if candidate.amortise_over:
+            switch = statistics.median(times[(index, "switch")])
+            notes.append(f"steady {steady * 1e3:.1f} ms, switch step {switch * 1e3:.1f} ms")
+            parts = {"steady_ms": steady * 1e3, "switch_ms": switch * 1e3}
+            steady = amortised_step(steady, switch, candidate.amortise_over)
+        optimizer = instances[(index, "steady")]
+        predicted = None
+        name = candidate.registered_name
+        if name in registered():
+            predicted = sum(optimizer_state_numel(name, s, **candidate.hyperparameters) for s in shapes)
+        results.append(Result(candidate.label, steady * 1e3, state_bytes(optimizer) / 2**20, predicted,
+                              _peak_rss_mib(optimizer), notes, **parts))
+    return results
+
+
+def format_results(results: list[Result], machine: dict[str, str], command: str, shapes_label: str) -> str:
+    """Markdown: the machine, the command, and one row per optimizer with ratios to both Adams."""
+    by_label = {r.label: r for r in results}
+    foreach = by_label.get("torch Adam (foreach)")
+    fused = by_label.get("torch Adam (fused)")
+    lines = [f"Optimizer step time on {shapes_label}, median over interleaved rounds.", "",
+             "| machine | |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in machine.items()]
+    lines += ["", f"Command: `{command}`", "",
+              "| optimizer | step (ms) | / Adam foreach | / Adam fused | state (MiB, measured) "
+              "| state elements (predicted) | peak RSS growth (MiB) | notes |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        ratio = lambda ref: f"{r.step_ms / ref.step_ms:.2f}" if ref else "n/a"  # noqa: E731
+        predicted = f"{r.predicted_state_numel:,}" if r.predicted_state_numel is not None else "n/a"
+        peak = f"{r.peak_rss_mib:.1f}" if r.peak_rss_mib is not None else "n/a"
+        lines.append(f"| {r.label} | {r.step_ms:.1f} | {ratio(foreach)} | {ratio(fused)} | {r.state_mib:.1f} "
+                     f"| {predicted} | {peak} | {'; '.join(r.notes)} |")
+    return "\n".join(lines)

@@ -1,0 +1,150 @@
+"""Corpus -> tokenizer -> token shards, each stage cached under ``.cache/`` and reused.
+
+Sources: ``debian`` (documentation packages via apt; the default), ``installed`` (docstrings of
+installed Python code; used automatically when apt is missing) or the user's own .txt/.jsonl
+files. Tokenizers: ``bpe`` (byte-level BPE trained here on the training split), ``t5`` or
+``t5:PATH`` (the paper's, from a local file) or a path to any ``tokenizer.json``.
+The shards' ``meta.json`` is written last, so its presence means the cache is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from experiments.atomic import atomic_path, write_text_atomic
+from experiments.data import debian
+from experiments.data.documents import (
+    Document,
+    deduplicate,
+    expand_paths,
+    read_documents,
+    read_jsonl,
+    split_documents,
+    write_jsonl,
+)
+from experiments.data.installed_docs import installed_documents
+from experiments.data.shards import encode_to_shard
+from experiments.data.tokenizer import eos_id, find_t5_tokenizer, train_bpe
+from experiments.progress import log
+
+BUILTIN_SOURCES = ("debian", "installed")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    sources: tuple[str, ...] = ("debian",)  # "debian", "installed", or file/folder paths
+    tokenizer: str = "bpe"
+    vocab_size: int = 8192  # of the BPE; ignored for T5 or a given tokenizer.json
+    val_fraction: float = 0.01  # of documents
+
+
+@dataclass(frozen=True)
+class TokenData:
+    train: Path
+    val: Path
+    tokenizer: Path
+    meta: dict = field(default_factory=dict)
+
+
+def _short_hash(*parts: object) -> str:
+    return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:10]
+
+
+def source_id(spec: DataSpec) -> str:
+    if len(spec.sources) == 1 and spec.sources[0] in BUILTIN_SOURCES:
+        return spec.sources[0]
+    unknown = [s for s in spec.sources if s in BUILTIN_SOURCES]
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is a built-in corpus and cannot be mixed with file paths")
+    files = expand_paths(spec.sources)  # raises a clear error for missing paths
+    return "files-" + _short_hash([(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+
+
+def build_documents(sid: str, spec: DataSpec, cache: Path) -> list[Document]:
+    """Deduplicated documents of the source; built-in corpora are cached as JSONL."""
+    if sid.startswith("files-"):
+        return deduplicate(read_documents(spec.sources))
+    corpus = cache / "corpus" / sid
+    if (corpus / "manifest.json").exists():
+        return read_jsonl(corpus / "documents.jsonl")
+    start = time.monotonic()
+    if sid == "debian":
+        log(f"building the Debian documentation corpus in {corpus} (first run only; a few minutes)")
+        docs, manifest = debian.debian_documents(corpus, log)
+    else:
+        log("building a corpus from documentation installed with Python (smaller than the Debian corpus)")
+        docs, manifest = installed_documents()
+    raw = len(docs)
+    docs = deduplicate(docs)
+    if len(docs) < 2:
+        raise RuntimeError(f"the {sid} corpus came out empty; see the messages above")
+    manifest = {"sources": manifest, "documents_before_dedup": raw, "documents": len(docs),
+                "characters": sum(len(d.text) for d in docs), "build_seconds": round(time.monotonic() - start, 1)}
+    with atomic_path(corpus / "documents.jsonl") as tmp:
+        write_jsonl(docs, tmp)
+    write_text_atomic(corpus / "manifest.json", json.dumps(manifest, indent=2))
+    log(f"corpus: {len(docs)} documents ({raw - len(docs)} duplicates dropped), "
+        f"{manifest['characters'] / 1e6:.1f}M characters in {manifest['build_seconds']}s")
+    return docs
+
+
+def resolve_source(spec: DataSpec, cache: Path) -> str:
+    sid = source_id(spec)
+    if sid == "debian" and not (cache / "corpus" / "debian" / "manifest.json").exists() and not debian.apt_available():
+        log("apt-get is not available here, so the Debian corpus cannot be built; falling back to the "
+            "smaller 'installed' corpus (docstrings of installed Python code). Pass --data FILES to use your own text.")
+        return "installed"
+    return sid
+
+
+def tokenizer_path(spec: DataSpec, corpus_key: str, cache: Path) -> tuple[Path, str]:
+    """(path of tokenizer.json, short name for cache keys); the BPE path may not exist yet."""
+    if spec.tokenizer == "bpe":
+        return cache / "tokenizers" / f"{corpus_key}-bpe{spec.vocab_size}.json", f"bpe{spec.vocab_size}"
+    if spec.tokenizer == "t5" or spec.tokenizer.startswith("t5:"):
+        path = find_t5_tokenizer(spec.tokenizer[3:] or None)
+    else:
+        path = Path(spec.tokenizer)
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer {spec.tokenizer!r} is neither 'bpe', 't5', 't5:PATH' nor an existing tokenizer.json")
+    return path, "tok-" + _short_hash(path.read_bytes().hex())
+
+
+def prepare(spec: DataSpec, cache: str | Path = ".cache") -> TokenData:
+    """Build (or reuse) the token shards for ``spec``."""
+    cache = Path(cache)
+    sid = resolve_source(spec, cache)
+    corpus_key = f"{sid}-val{spec.val_fraction:g}"
+    tok_path, tok_key = tokenizer_path(spec, corpus_key, cache)
+    shards = cache / "tokens" / f"{corpus_key}-{tok_key}"
+    if (shards / "meta.json").exists():
+        meta = json.loads((shards / "meta.json").read_text())
+        return TokenData(shards / "train.npy", shards / "val.npy", Path(meta["tokenizer_path"]), meta)
+
+    train_docs, val_docs = split_documents(build_documents(sid, spec, cache), spec.val_fraction)
+    if not tok_path.exists():
+        start = time.monotonic()
+        log(f"training a byte-level BPE tokenizer ({spec.vocab_size} tokens) on {len(train_docs)} training documents")
+        train_bpe((d.text for d in train_docs), spec.vocab_size, tok_path, length=len(train_docs))
+        log(f"tokenizer saved to {tok_path} ({time.monotonic() - start:.1f}s)")
+    tokenizer = Tokenizer.from_file(str(tok_path))
+    eos = eos_id(tokenizer)
+    start = time.monotonic()
+    counts = {split: encode_to_shard(tokenizer, [d.text for d in docs], eos, shards / f"{split}.npy", f"tokenizing {split}")
+              for split, docs in (("train", train_docs), ("val", val_docs))}
+    max_id = max(int(np.load(shards / f"{s}.npy", mmap_mode="r").max()) for s in counts)
+    meta = {**asdict(spec), "source": sid, "tokenizer_path": str(tok_path), "vocab_size": tokenizer.get_vocab_size(),
+            "eos_id": eos, "max_token_id": max_id, "train_tokens": counts["train"], "val_tokens": counts["val"],
+            "train_documents": len(train_docs), "val_documents": len(val_docs),
+            "train_characters": sum(len(d.text) for d in train_docs), "tokenize_seconds": round(time.monotonic() - start, 1)}
+    write_text_atomic(shards / "meta.json", json.dumps(meta, indent=2))
+    log(f"token shards in {shards}: {counts['train']:,} train / {counts['val']:,} validation tokens "
+        f"({meta['tokenize_seconds']}s)")
+    return TokenData(shards / "train.npy", shards / "val.npy", tok_path, meta)

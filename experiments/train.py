@@ -1,0 +1,210 @@
+"""Train one LLaMA with one optimizer: the loop a reader can hold in their head.
+
+    fimkit train --preset tiny --optimizer alice --steps 300 --out runs/tiny-alice
+
+Each step: fetch ``batch_size`` sequences, forward/backward them in ``micro_batch`` pieces
+(gradient accumulation), step the routed optimizer and the paper's schedule. Every
+``eval_every`` steps (and at the end) the loss over a fixed held-out token set is measured.
+Outputs in the run folder: ``config.json``, ``metrics.jsonl``, ``checkpoint.pt``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import fimkit
+from experiments.atomic import write_text_atomic
+from experiments.checkpoint import CHECKPOINT, load_checkpoint, restore, save_checkpoint
+from experiments.config import TrainConfig
+from experiments.data import DataSpec, prepare
+from experiments.data.shards import TokenBatches, eval_windows, open_shard
+from experiments.metrics import METRICS, MetricsLog, write_config
+from experiments.model import LLaMA
+from experiments.optimizers import build, matrix_lr
+from experiments.presets import get_preset
+from experiments.progress import Progress, log
+from experiments.runtime import (
+    autocast,
+    autocast_dtype,
+    configure,
+    peak_memory_bytes,
+    pick_device,
+)
+from experiments.schedule import paper_schedule
+
+SUMMARY = "summary.json"
+# Fields that may change between a run and its resumption without changing its results.
+RESUMABLE_CHANGES = {"out", "device", "threads", "compile", "cache", "ckpt_every", "eval_every"}
+
+
+@torch.no_grad()
+def evaluate(model, inputs: torch.Tensor, targets: torch.Tensor, micro_batch: int, device, amp) -> float:
+    """Mean cross-entropy over every token of the held-out set (a sum over tokens divided by
+    their count, so batch boundaries do not weight tokens unequally)."""
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in zip(inputs.split(micro_batch), targets.split(micro_batch)):
+        with autocast(device, amp):
+            total += model(x.to(device), y.to(device), reduction="sum").item()
+        count += y.numel()
+    model.train()
+    return total / count
+
+
+def run_record(cfg: TrainConfig, data_meta: dict, model_cfg) -> dict[str, Any]:
+    """What ``config.json`` holds: the resolved config (``fimkit train --config`` reads it back)
+    and, for the reader, the model shape, the data actually used and the software versions."""
+    return {
+        "train": cfg.to_dict(),
+        "model": dataclasses.asdict(model_cfg),
+        "data": data_meta,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "fimkit": fimkit.__version__},
+        "command": "fimkit train --config config.json",
+    }
+
+
+def check_resumable(saved: dict, cfg: TrainConfig) -> None:
+    current = cfg.to_dict()
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+        raise ValueError(f"cannot resume: the run was started with different settings ({details}); "
+                         f"use a new --out or the original settings")
+
+
+def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None) -> dict[str, Any]:
+    """Train (or resume) the run ``cfg`` describes; returns its summary. ``until_step`` stops
+    early, with a checkpoint, at that step (a preemptible job's slice; resume continues)."""
+    cfg = cfg.resolve()
+    out = Path(cfg.out)
+    checkpoint = out / CHECKPOINT
+    saved = load_checkpoint(checkpoint) if resume and checkpoint.exists() else None
+    if saved is not None:
+        check_resumable(saved["config"], cfg)
+    elif resume:
+        log(f"no checkpoint in {out}; starting from step 0")
+
+    device = pick_device(cfg.device)
+    configure(device, cfg.threads)
+    amp = autocast_dtype(cfg.dtype, device)
+    data = prepare(DataSpec(tuple(cfg.data), cfg.tokenizer, cfg.vocab_size, cfg.val_fraction), cfg.cache)
+    if data.meta["max_token_id"] >= cfg.vocab_size:
+        raise ValueError(f"the tokenizer produces ids up to {data.meta['max_token_id']} but the model's vocabulary "
+                         f"is {cfg.vocab_size}; pass --vocab-size {data.meta['vocab_size']}")
+    preset = get_preset(cfg.preset)
+    model_cfg = dataclasses.replace(preset.model, vocab_size=cfg.vocab_size,
+                                    max_seq_len=max(preset.model.max_seq_len, cfg.seq_len))
+
+    # One seed fixes the initial weights; the batch order has its own (data_seed).
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = LLaMA(model_cfg).to(device)
+    optimizer = build(model, cfg.optimizer, lr=cfg.lr, adam_lr=cfg.adam_lr, lm_head=cfg.lm_head, hparams=cfg.hparams)
+    scheduler = paper_schedule(optimizer, cfg.steps, cfg.warmup_fraction, cfg.min_lr_ratio)
+    batches = TokenBatches(open_shard(data.train), cfg.seq_len, cfg.data_seed)
+    eval_x, eval_y = eval_windows(open_shard(data.val), cfg.seq_len, cfg.eval_tokens)
+
+    loop = {"step": 0, "tokens": 0, "seconds": 0.0}
+    if saved is not None:
+        loop = restore(saved, model=model, optimizer=optimizer, scheduler=scheduler, data=batches)
+        log(f"resumed {out} at step {loop['step']}")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(out, run_record(cfg, data.meta, model_cfg))
+    metrics = MetricsLog(out / METRICS, resume_step=loop["step"] if saved is not None else None)
+    forward = torch.compile(model) if cfg.compile else model
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"{cfg.preset} ({n_params / 1e6:.1f}M parameters) with {cfg.optimizer} on {device}"
+        f"{' bf16 autocast' if amp else ' fp32'}: {cfg.steps} steps of {cfg.batch_size} x {cfg.seq_len} tokens, "
+        f"held-out set {eval_x.numel():,} tokens -> {out}")
+
+    accumulation = cfg.batch_size // cfg.micro_batch
+    progress = Progress(cfg.steps, f"{cfg.preset}/{cfg.optimizer}", unit="step", initial=loop["step"])
+    session_start, start_seconds = time.perf_counter(), loop["seconds"]
+    train_seconds, train_tokens, eval_loss = 0.0, 0, None
+    stop = min(cfg.steps, until_step or cfg.steps)
+    while loop["step"] < stop:
+        step_start = time.perf_counter()
+        inputs, targets = batches.next(cfg.batch_size)
+        lr = matrix_lr(optimizer, cfg.optimizer)
+        step_loss = torch.zeros((), device=device)
+        for x, y in zip(inputs.split(cfg.micro_batch), targets.split(cfg.micro_batch)):
+            with autocast(device, amp):
+                loss = forward(x.to(device, non_blocking=True), y.to(device, non_blocking=True)) / accumulation
+            loss.backward()
+            step_loss += loss.detach()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        train_loss = step_loss.item()  # also waits for the GPU, so the timing below is real
+        train_seconds += time.perf_counter() - step_start
+        train_tokens += cfg.batch_size * cfg.seq_len
+        loop["step"] += 1
+        loop["tokens"] += cfg.batch_size * cfg.seq_len
+        step = loop["step"]
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"training loss became {train_loss} at step {step}; try a lower --lr")
+
+        record = {"step": step, "tokens": loop["tokens"], "train_loss": train_loss, "lr": lr}
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            eval_loss = evaluate(forward, eval_x, eval_y, cfg.micro_batch, device, amp)
+            record.update(eval_loss=eval_loss, eval_ppl=math.exp(eval_loss))
+        loop["seconds"] = start_seconds + time.perf_counter() - session_start
+        record.update(seconds=round(loop["seconds"], 3), tokens_per_s=round(train_tokens / train_seconds, 1))
+        metrics.append(record)
+        progress.update(1, loss=f"{train_loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        if "eval_loss" in record:
+            progress.write(f"step {step}: train {train_loss:.4f}, eval {eval_loss:.4f} (ppl {math.exp(eval_loss):.2f})")
+        if step % cfg.ckpt_every == 0 or step == stop:
+            save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, data=batches,
+                            loop=loop, config=cfg.to_dict())
+    progress.close()
+    return write_summary(out, cfg, optimizer, train_tokens, train_seconds, peak_memory_bytes(device))
+
+
+def write_summary(out: Path, cfg: TrainConfig, optimizer, train_tokens: int, train_seconds: float,
+                  peak_memory: int) -> dict[str, Any]:
+    """Final numbers of the run (read by ``fimkit compare``), from the metrics of the whole run."""
+    records = MetricsLog.read(out / METRICS)
+    evals = [r for r in records if "eval_loss" in r]
+    previous = json.loads((out / SUMMARY).read_text()) if (out / SUMMARY).exists() else {}
+    summary = {
+        "optimizer": cfg.optimizer,
+        "lm_head": cfg.lm_head,
+        "preset": cfg.preset,
+        "steps": records[-1]["step"] if records else 0,
+        "tokens": records[-1]["tokens"] if records else 0,
+        "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "final_eval_ppl": evals[-1]["eval_ppl"] if evals else None,
+        # tokens/s of this session's training steps (evaluation and checkpoints excluded)
+        "tokens_per_s": train_tokens / train_seconds if train_seconds else previous.get("tokens_per_s"),
+        "optimizer_state_bytes": fimkit.memory.state_bytes(optimizer),
+        "peak_memory_bytes": peak_memory,
+        "seconds": records[-1]["seconds"] if records else 0.0,
+        "out": str(out),
+    }
+    write_text_atomic(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    if summary["final_eval_loss"] is not None:
+        log(f"done: eval loss {summary['final_eval_loss']:.4f} (ppl {summary['final_eval_ppl']:.2f}), "
+            f"{summary['tokens_per_s'] or 0:.0f} tokens/s; outputs in {out}/")
+    return summary
+
+
+if __name__ == "__main__":  # pragma: no cover - `fimkit train` is the entry point
+    from experiments.cli import train_command
+
+    sys.exit(train_command(sys.argv[1:]))

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..linalg import norm_growth_limiter
 from ..optim.blocks import LearningRate
-from ..optim.chain import Block, Group, State, check_betas
+from ..optim.chain import Block, Group, ScalarBlock, State, check_betas
 from .compensation import (
     COMPENSATION_MODES, back_project, column_norm_ratio, optimal_column_scale, residual_energy,
     scaled_residual_norm, tensor_norm_ratio,
@@ -250,17 +250,15 @@ class ChannelScaling(Block):
         return grad * ratio(update.direction, update.coords)
 
 
-class BiasCorrection(Block):
+class BiasCorrection(ScalarBlock):
     """Adam's bias correction as a step-size factor ``sqrt(1 - b2^t) / (1 - b1^t)`` when
     ``bias_correction`` (official GaLore/Fira/APOLLO place it after their scalings)."""
 
     hyperparameters = {"bias_correction": True}
     needs_step = True
 
-    def __call__(self, update, grad, param, state, group, step):
-        if not group["bias_correction"]:
-            return update
-        return update * bias_correction_factor(group["betas"], step)
+    def factor(self, group, step):
+        return bias_correction_factor(group["betas"], step) if group["bias_correction"] else 1.0
 
 
 def low_rank_adam_chain(compensation_scaled_by_alpha: bool = True) -> tuple[Block, ...]:

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..linalg import norm_growth_limiter
 from ..structures.base import Structure
-from .chain import Block, Group, State, check_betas
+from .chain import Block, Group, ScalarBlock, State, check_betas
 from .preconditioners import Preconditioner, preconditioner_for
 
 
@@ -59,22 +59,22 @@ class Precondition(Block):
         return self.preconditioner(update, grad, state, group, step)
 
 
-class LearningRate(Block):
+class LearningRate(ScalarBlock):
     """The final signed change ``-lr * X``."""
 
-    def __call__(self, update, grad, param, state, group, step):
-        return update * -group["lr"]
+    def factor(self, group, step):
+        return -group["lr"]
 
 
-class Scale(Block):
+class Scale(ScalarBlock):
     """``alpha * X`` with ``alpha`` read from the hyperparameter named ``name``."""
 
     def __init__(self, name: str = "alpha", default: float = 1.0):
         self.name = name
         self.hyperparameters = {name: default}
 
-    def __call__(self, update, grad, param, state, group, step):
-        return update * group[self.name]
+    def factor(self, group, step):
+        return group[self.name]
 
 
 class NormGrowthLimiter(Block):

@@ -70,7 +70,7 @@ def results_table(summaries: list[dict[str, Any]]) -> str:
         (f"Preset `{first['preset']}`, {first['tokens']:,} training tokens per run ({first['steps']} steps), "
         f"{len(next(iter(by_label.values())))} seed(s). Eval: mean loss over the held-out tokens."),
         "",
-        "| optimizer | final eval loss | eval ppl | tokens/s | optimizer state (MB) |",
+        "| optimizer | final eval loss | eval ppl | tokens/s | optimizer state (MiB) |",
         "|---|---|---|---|---|",
     ]
     for label, runs in by_label.items():

@@ -42,7 +42,7 @@ def test_table_has_a_row_per_spec_with_mean_and_std_over_seeds(comparison):
     text = table.read_text()
     rows = [line for line in text.splitlines() if line.startswith("| adam")]
     assert len(rows) == 2 and all("±" in row for row in rows)
-    assert "tokens/s" in text and "optimizer state (MB)" in text
+    assert "tokens/s" in text and "optimizer state (MiB)" in text
 
 
 def test_plots_are_written_as_png_and_svg(comparison):

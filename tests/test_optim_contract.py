@@ -236,3 +236,20 @@ def test_matrix_only_optimizer_rejects_a_vector_naming_it(name):
 def test_unknown_hyperparameter_is_rejected_listing_the_valid_ones(name):
     with pytest.raises(TypeError, match="valid"):
         _make(name, [torch.zeros(6, 10, requires_grad=True)], learning_rate=0.1)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_state_and_every_step_stay_on_the_parameters_device(name):
+    """Stands in for CUDA on a CPU machine: a tensor a step creates on the CPU meets the meta
+    parameter and raises, as it would on a GPU (0-d CPU tensors are allowed by both)."""
+    shapes = [(6, 10), (10, 6)]
+    params = [torch.nn.Parameter(torch.empty(s, device="meta")) for s in shapes]
+    optimizer = _make(name, params, on_nonfinite="ignore")  # the finite check reads values
+    for _ in range(4):  # past a refresh of the basis / preconditioner (period 3)
+        for p in params:
+            p.grad = torch.empty(p.shape, device="meta")
+        optimizer.step()
+    for p in params:
+        misplaced = {k: v.device for k, v in optimizer.state[p].items()
+                     if v.is_floating_point() and k != "step" and v.device != p.device}
+        assert not misplaced, misplaced

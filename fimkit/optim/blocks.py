@@ -26,7 +26,7 @@ class Momentum(Block):
         check_betas(group)
 
     def init_state(self, m, n, like, group):
-        return {"exp_avg": torch.zeros(m, n, dtype=like.dtype)} if group["betas"][0] > 0 else {}
+        return {"exp_avg": like.new_zeros(m, n)} if group["betas"][0] > 0 else {}
 
     def __call__(self, update, grad, param, state, group, step):
         beta1 = group["betas"][0]
@@ -91,7 +91,7 @@ class NormGrowthLimiter(Block):
             raise ValueError(f"gamma (norm-growth limit) must be >= 1, got {group['gamma']}")
 
     def init_state(self, m, n, like, group):
-        return {"phi": torch.zeros((), dtype=like.dtype)}
+        return {"phi": like.new_zeros(())}
 
     def __call__(self, update, grad, param, state, group, step):
         phi = state["phi"]

@@ -252,7 +252,10 @@ class ChainOptimizer(torch.optim.Optimizer):
             for key, value in block.init_state(m, n, like, group).items():
                 if key in state:
                     raise RuntimeError(f"two blocks of {type(self).__name__} both own state {key!r}")
-                state[key] = value.to(dtype) if value.is_floating_point() else value
+                # Floating state lives with the parameter (a block that forgot the device must
+                # not put CUDA state on the CPU); integer bookkeeping (seeds) stays where it was
+                # made, on the CPU, so reading it never syncs a device.
+                state[key] = value.to(device=like.device, dtype=dtype) if value.is_floating_point() else value
         return state
 
     # --------------------------------------------------------------------- checkpoints

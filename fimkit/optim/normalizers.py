@@ -59,10 +59,10 @@ class RowColumnScaling(Block):
 
     def init_state(self, m, n, like, group):
         shapes = self.structure.statistic_shapes(m, n)
-        state = {"q": torch.zeros(shapes["rows"], dtype=like.dtype),
-                 "s": torch.zeros(shapes["cols"], dtype=like.dtype)}
+        state = {"q": like.new_zeros(shapes["rows"]),
+                 "s": like.new_zeros(shapes["cols"])}
         if group["bias_correction"] and group["ema"]:
-            state["beta_power"] = torch.ones((), dtype=like.dtype)
+            state["beta_power"] = like.new_ones(())
         return state
 
     def _structure(self, group: Group) -> Kronecker:

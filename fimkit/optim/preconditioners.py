@@ -76,12 +76,12 @@ class StatisticPreconditioner(Preconditioner):
         state = {}
         prior = self.structure.statistics_prior(m, n, like.dtype) if group["stat_init"] else {}
         for name, shape in self.structure.statistic_shapes(m, n).items():
-            start = torch.zeros(shape, dtype=like.dtype)
+            start = like.new_zeros(shape)
             if name in prior:
-                start = prior[name] * group["stat_init"]
+                start = prior[name].to(like.device) * group["stat_init"]
             state[f"fisher_{name}"] = start
         if group["precondition_frequency"] > 1:
-            state.update({k: torch.zeros(s, dtype=like.dtype) for k, s in self._cached_keys(m, n).items()})
+            state.update({k: like.new_zeros(s) for k, s in self._cached_keys(m, n).items()})
         return state
 
     def __call__(self, update, grad, state, group, step):
@@ -136,10 +136,10 @@ class EigenbasisPreconditioner(Preconditioner):
 
     def init_state(self, m, n, like, group):
         shapes = self.structure.statistic_shapes(m, n)
-        state = {f"fisher_{k}": torch.zeros(s, dtype=like.dtype) for k, s in shapes.items()}
+        state = {f"fisher_{k}": like.new_zeros(s) for k, s in shapes.items()}
         for key in state:
             if key.endswith("_basis"):
-                state[key] = torch.eye(state[key].shape[0], dtype=like.dtype)
+                state[key] = torch.eye(state[key].shape[0], dtype=like.dtype, device=like.device)
         return state
 
     def __call__(self, update, grad, state, group, step):

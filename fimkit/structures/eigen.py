@@ -87,8 +87,8 @@ class EigenvalueCorrected(Structure):
         return spec
 
     def dense(self, params: Params, m: int, n: int) -> Tensor:
-        u_rows = params.get("rows_basis", torch.eye(m, dtype=params["d"].dtype))
-        u_cols = params.get("cols_basis", torch.eye(n, dtype=params["d"].dtype))
+        u_rows = params.get("rows_basis", torch.eye(m, dtype=params["d"].dtype, device=params["d"].device))
+        u_cols = params.get("cols_basis", torch.eye(n, dtype=params["d"].dtype, device=params["d"].device))
         q = torch.kron(u_rows.contiguous(), u_cols.contiguous())  # torch.kron rejects some strides
         return (q * params["d"].reshape(1, -1)) @ q.mT
 
@@ -109,8 +109,8 @@ class EigenvalueCorrected(Structure):
             if "cols" in self.rotated_sides():
                 grams["cols_gram"] = kronecker_moment_of_fim(Identity(), Full(), fim, m, n)
             bases = self.bases_from_grams(grams)
-        u_rows = bases.get("rows_basis", torch.eye(m, dtype=fim.dtype))
-        u_cols = bases.get("cols_basis", torch.eye(n, dtype=fim.dtype))
+        u_rows = bases.get("rows_basis", torch.eye(m, dtype=fim.dtype, device=fim.device))
+        u_cols = bases.get("cols_basis", torch.eye(n, dtype=fim.dtype, device=fim.device))
         d = torch.einsum("ijkl,ia,jb,ka,lb->ab", fim.reshape(m, n, m, n), u_rows, u_cols, u_rows, u_cols)
         return {"d": d, **bases}
 

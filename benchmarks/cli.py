@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from experiments.runtime import keep_freed_memory
 from fimkit.memory import PAPER_MODELS, print_table3
 from fimkit.optim import registered
 
@@ -34,6 +35,10 @@ def bench_command(argv: list[str]) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"also write the Markdown table here (e.g. {RESULTS / 'cpu_step_time.md'})")
+    parser.add_argument("--return-freed-memory", action="store_true",
+                        help="leave glibc's default of unmapping large freed blocks (every step then pays "
+                             "page faults for its temporaries; fimkit train keeps freed memory, as the "
+                             "default here does)")
     parser.add_argument("--table3", action="store_true",
                         help="print [P] Table 3 (memory, ours / paper) instead of timing")
     args = parser.parse_args(argv)
@@ -43,6 +48,8 @@ def bench_command(argv: list[str]) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.return_freed_memory:
+        keep_freed_memory()
     names = sorted(registered()) if args.optimizers == "all" else [n for n in args.optimizers.split(",") if n]
     candidates = [torch_adam("foreach"), torch_adam("fused")]
     for name in names:
@@ -54,7 +61,9 @@ def bench_command(argv: list[str]) -> int:
     shapes = model_matrix_shapes(args.model)
     results = measure(candidates, shapes, repeats=args.repeats, warmup=args.warmup, device=args.device)
     command = "fimkit bench " + " ".join(shlex.quote(a) for a in argv)
-    table = format_results(results, describe_machine(torch.device(args.device)), command.strip(),
+    machine = describe_machine(torch.device(args.device))
+    machine["freed memory (glibc)"] = "returned to the OS" if args.return_freed_memory else "kept, as in fimkit train"
+    table = format_results(results, machine, command.strip(),
                            f"the {args.model} model's {len(shapes)} attention and MLP matrices "
                            f"({sum(s[0] * s[1] for s in shapes) / 1e6:.1f}M parameters, random gradients)")
     print(table)

@@ -13,7 +13,7 @@ from conftest import gradient_samples
 from fimkit.memory import state_numel
 from fimkit.optim import RACS, paper_hparams
 from fimkit.optim.blocks import LearningRate, NormGrowthLimiter, Scale
-from fimkit.optim.chain import ChainOptimizer
+from fimkit.optim.chain import Block, ChainOptimizer
 from fimkit.optim.normalizers import RowColumnScaling
 from fimkit.structures import DiagonalFactor, Identity, Kronecker
 
@@ -197,24 +197,44 @@ def test_racs_first_step_is_not_limited():
     assert math.isclose(float(change.norm()), float(ref.norm()), rel_tol=1e-12)
 
 
-def test_racs_fused_scaled_step_equals_limiter_scale_learning_rate_blocks():
-    unfused = type("UnfusedRACS", (ChainOptimizer,), {
-        "blocks": (RowColumnScaling(RACS.structure), NormGrowthLimiter(), Scale("alpha", 0.05), LearningRate()),
-        "hyperparameters": dict(lr=0.02, transpose_to_short_side=True),
+class _PassThrough(Block):
+    """A block that returns its input: placed last, it stops the chain folding its scalar tail."""
+
+    def __call__(self, update, grad, param, state, group, step):
+        return update
+
+
+def test_racs_folded_scalar_tail_equals_applying_limiter_scale_and_lr_in_turn():
+    unfolded = type("UnfoldedRACS", (ChainOptimizer,), {
+        "blocks": RACS.blocks + (_PassThrough(),),
+        "hyperparameters": RACS.hyperparameters,
     })
+    assert RACS._scalar_tail and not unfolded._scalar_tail
     grads = stream(5, 3, steps=5, seed=11)
-    fused, _, _ = run_updates(RACS, grads)
-    reference, _, _ = run_updates(unfused, grads)
-    for a, b in zip(fused, reference):
+    folded, _, _ = run_updates(RACS, grads)
+    reference, _, _ = run_updates(unfolded, grads)
+    for a, b in zip(folded, reference):
         assert torch.allclose(a, b, rtol=1e-14, atol=0)
 
 
-def test_racs_scaled_step_never_overwrites_a_state_tensor_it_is_handed():
-    from fimkit.optim.blocks import Momentum
-    from fimkit.optim.normalizers import ScaledStep
+def test_a_limiter_after_a_scale_limits_the_scaled_update():
+    blocks = (Scale("alpha"), NormGrowthLimiter(), LearningRate())
+    folded = type("ScaleThenLimit", (ChainOptimizer,), {"blocks": blocks, "hyperparameters": {"alpha": 3.0}})
+    unfolded = type("ScaleThenLimitUnfolded", (ChainOptimizer,), {
+        "blocks": blocks + (_PassThrough(),), "hyperparameters": {"alpha": 3.0}})
+    grads = [g * (1 + 4 * t) for t, g in enumerate(stream(3, 4, steps=4, seed=13))]  # growing: limited
+    ours, _, _ = run_updates(folded, grads)
+    reference, _, _ = run_updates(unfolded, grads)
+    for a, b in zip(ours, reference):
+        assert torch.allclose(a, b, rtol=1e-14, atol=0)
+    assert float(ours[-1].norm()) == pytest.approx(1.01**3 * float(ours[0].norm()), rel=1e-12)
 
-    chained = type("MomentumThenScaledStep", (ChainOptimizer,), {
-        "blocks": (Momentum(), ScaledStep()),           # Momentum returns its own state tensor
+
+def test_folded_tail_never_overwrites_a_state_tensor_it_is_handed():
+    from fimkit.optim.blocks import Momentum
+
+    chained = type("MomentumThenLimitedStep", (ChainOptimizer,), {
+        "blocks": (Momentum(), NormGrowthLimiter(), Scale("alpha"), LearningRate()),  # Momentum returns its state
         "hyperparameters": dict(lr=0.5, alpha=2.0, bias_correction=False),
     })
     param = torch.nn.Parameter(torch.zeros(2, 3, dtype=torch.float64))

@@ -172,3 +172,14 @@ def test_empirical_fim_is_the_mean_outer_product_of_row_major_vecs():
     grads = gradient_samples(2, 3, k=5)
     fim = empirical_fim(grads)
     assert fim[1 * 3 + 2, 0] == pytest.approx(float((grads[:, 1, 2] * grads[:, 0, 0]).mean()))
+
+
+@pytest.mark.parametrize("rows", [DiagonalFactor(), Identity()], ids=lambda f: type(f).__name__)
+@pytest.mark.parametrize("cols", [DiagonalFactor(), Identity()], ids=lambda f: type(f).__name__)
+def test_moment_of_sides_without_a_full_factor_equals_its_einsum_definition(rows, cols):
+    from fimkit.structures.kronecker import _subscripts, kronecker_moment
+
+    grads = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a, b, kept = _subscripts(rows, cols)
+    expected = torch.einsum(f"...{a},...{b}->...{kept}", grads, grads)
+    assert torch.allclose(kronecker_moment(rows, cols, grads), expected, rtol=1e-14)

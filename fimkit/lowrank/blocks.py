@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..linalg import norm_growth_limiter
+from ..linalg import limiter_from_norm
 from ..optim.blocks import LearningRate
 from ..optim.chain import Block, Group, ScalarBlock, State, check_betas
 from .compensation import (
@@ -230,7 +230,7 @@ class CompensatedBackProjection(Block):
             factor = torch.where(norm > 0, target / norm.clamp_min(torch.finfo(norm.dtype).tiny), 0.0)
         else:
             phi = state["compensation_phi"]
-            factor, new_phi = norm_growth_limiter(norm.reshape(1, 1), phi, group["gamma"], first=phi == 0)
+            factor, new_phi = limiter_from_norm(norm, phi, group["gamma"], first=phi == 0)
             phi.copy_(new_phi)
         weight = group["alpha_c"] * (alpha if self.compensation_scaled_by_alpha else 1.0)
         return back_project(basis, direction * alpha, grad, sigma, scale * (factor * weight))
@@ -257,7 +257,7 @@ class BiasCorrection(ScalarBlock):
     hyperparameters = {"bias_correction": True}
     needs_step = True
 
-    def factor(self, group, step):
+    def factor(self, update, state, group, step):
         return bias_correction_factor(group["betas"], step) if group["bias_correction"] else 1.0
 
 

@@ -62,7 +62,7 @@ class Precondition(Block):
 class LearningRate(ScalarBlock):
     """The final signed change ``-lr * X``."""
 
-    def factor(self, group, step):
+    def factor(self, update, state, group, step):
         return -group["lr"]
 
 
@@ -73,18 +73,20 @@ class Scale(ScalarBlock):
         self.name = name
         self.hyperparameters = {name: default}
 
-    def factor(self, group, step):
+    def factor(self, update, state, group, step):
         return group[self.name]
 
 
-class NormGrowthLimiter(Block):
+class NormGrowthLimiter(ScalarBlock):
     """Fira's limiter ([P] Alg 1): the update norm grows at most by ``gamma`` per step.
 
     State ``phi`` (the last update norm, one number). The first step, detected as ``phi == 0``
-    so that no step counter is needed, is not limited.
+    so that no step counter is needed, is not limited. The factor ``eta`` is a 0-d tensor (no
+    host sync).
     """
 
     hyperparameters = {"gamma": 1.01}
+    reads_update = True
 
     def validate(self, group: Group) -> None:
         if not group["gamma"] >= 1.0:
@@ -93,11 +95,11 @@ class NormGrowthLimiter(Block):
     def init_state(self, m, n, like, group):
         return {"phi": like.new_zeros(())}
 
-    def __call__(self, update, grad, param, state, group, step):
+    def factor(self, update, state, group, step):
         phi = state["phi"]
         eta, new_phi = norm_growth_limiter(update, phi, group["gamma"], first=phi == 0)
         phi.copy_(new_phi)
-        return update * eta
+        return eta
 
 
 class ClipUpdateRMS(Block):

@@ -57,16 +57,22 @@ class Block:
 
 
 class ScalarBlock(Block):
-    """A block that multiplies the update by a host number (learning rate, a fixed scale, a
-    bias correction). Trailing scalar blocks of a chain are folded into the parameter update
-    (``W.add_(X, alpha=product)``), which saves one pass and one ``m x n`` temporary a step."""
+    """A block that multiplies the update by one number: a host float (learning rate, a fixed
+    scale, a bias correction) or a 0-d tensor computed on the device (a norm-growth limiter).
+    Trailing scalar blocks of a chain are folded into the parameter update
+    (``W.add_(X, alpha=c)`` or ``W.addcmul_(X, c)``): one pass over ``X`` and no ``m x n``
+    temporary, where a block per factor would make a pass and a temporary each."""
 
-    def factor(self, group: Group, step: int | None) -> float:
+    #: whether the factor depends on the update it scales (a norm); such a block must see the
+    #: update with every earlier factor applied, so a folded tail can only start with it
+    reads_update: ClassVar[bool] = False
+
+    def factor(self, update: Tensor, state: State, group: Group, step: int | None) -> float | Tensor:
         raise NotImplementedError
 
     def __call__(self, update, grad, param, state, group, step):
-        factor = self.factor(group, step)
-        return update if factor == 1.0 else update * factor
+        factor = self.factor(update, state, group, step)
+        return update if isinstance(factor, float) and factor == 1.0 else update * factor
 
 
 def matrix_shape(shape: torch.Size) -> tuple[int, int]:
@@ -102,10 +108,12 @@ class ChainOptimizer(torch.optim.Optimizer):
         if unknown:
             raise TypeError(f"{cls.__name__}: default(s) for unknown hyperparameter(s) {sorted(unknown)}; "
                             f"its blocks read {sorted(known)}")
-        tail = 0
-        while tail < len(cls.blocks) and isinstance(cls.blocks[-1 - tail], ScalarBlock):
-            tail += 1
-        cls._body, cls._scalar_tail = cls.blocks[:len(cls.blocks) - tail], cls.blocks[len(cls.blocks) - tail:]
+        start = len(cls.blocks)
+        while start > 0 and isinstance(cls.blocks[start - 1], ScalarBlock):
+            start -= 1
+        readers = [i for i in range(start + 1, len(cls.blocks)) if cls.blocks[i].reads_update]
+        start = readers[-1] if readers else start
+        cls._body, cls._scalar_tail = cls.blocks[:start], cls.blocks[start:]
 
     @classmethod
     def default_hyperparameters(cls) -> dict[str, Any]:
@@ -233,14 +241,19 @@ class ChainOptimizer(torch.optim.Optimizer):
         update = grad
         for block in self._body:
             update = block(update, grad, param, working, group, step)
-        coefficient = math.prod(block.factor(group, step) for block in self._scalar_tail)
+        coefficient = 1.0
+        for block in self._scalar_tail:
+            coefficient = coefficient * block.factor(update, working, group, step)
 
         for key, value in working.items():  # write back state kept in a lower dtype
             if value is not state[key]:
                 state[key].copy_(value)
         if group["weight_decay"]:
             param.mul_(1 - group["lr"] * group["weight_decay"])
-        param.add_(update, alpha=coefficient)  # param is a (transposed) view of weights
+        if isinstance(coefficient, Tensor):  # param is a (transposed) view of weights
+            param.addcmul_(update, coefficient.to(param.dtype))
+        else:
+            param.add_(update, alpha=coefficient)
         if weights.untyped_storage().data_ptr() != p.untyped_storage().data_ptr():
             p.copy_(weights.reshape(p.shape))
 

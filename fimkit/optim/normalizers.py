@@ -12,13 +12,12 @@ import math
 
 import torch
 
-from ..linalg import fixed_point_rank1, norm_growth_limiter
+from ..linalg import fixed_point_rank1
 from ..normalization import (WHITENING_METHODS, rescale_to_rms, row_column_inverse_sqrt,
                              sinkhorn_normalize, standardize_rows, whiten)
 from ..structures.factors import DiagonalFactor, Identity
 from ..structures.kronecker import Kronecker
-from .blocks import NormGrowthLimiter
-from .chain import Block, Group, State
+from .chain import Block, Group
 
 
 class RowColumnScaling(Block):
@@ -166,43 +165,3 @@ class AspectRatioScale(Block):
     def __call__(self, update, grad, param, state, group, step):
         rows, cols = update.shape[-2:]
         return update * math.sqrt(max(1.0, rows / cols))
-
-
-def is_scratch(update: torch.Tensor, grad: torch.Tensor, param: torch.Tensor, state: State) -> bool:
-    """Whether ``update`` is a temporary of the chain (shares no memory with the gradient, the
-    parameter or the state), so that a block may overwrite it instead of allocating."""
-    storage = update.untyped_storage().data_ptr()
-    return all(t.untyped_storage().data_ptr() != storage for t in (grad, param, *state.values()))
-
-
-class ScaledStep(Block):
-    """The step's scalar tail in one block: ``-lr * alpha * eta * X``, with ``eta`` from Fira's
-    norm-growth limiter ([P] Alg 1, lines 9-11; state ``phi``, hyperparameter ``gamma``) when
-    ``limit_growth``, else 1.
-
-    Same state, hyperparameters and result as ``NormGrowthLimiter -> Scale("alpha") ->
-    LearningRate`` (or ``Scale -> LearningRate``), but one pass over X (in place when X is a
-    chain temporary) instead of a pass and a new m x n tensor per block: a quarter of RACS's
-    step on CPU.
-    """
-
-    def __init__(self, limit_growth: bool = True, alpha: float = 1.0):
-        self.limit_growth = limit_growth
-        self.limiter = NormGrowthLimiter() if limit_growth else None
-        self.hyperparameters = {"alpha": alpha, **(self.limiter.hyperparameters if limit_growth else {})}
-
-    def validate(self, group: Group) -> None:
-        if self.limiter is not None:
-            self.limiter.validate(group)
-
-    def init_state(self, m, n, like, group):
-        return self.limiter.init_state(m, n, like, group) if self.limiter is not None else {}
-
-    def __call__(self, update, grad, param, state, group, step):
-        coefficient = -group["lr"] * group["alpha"]
-        if self.limiter is not None:
-            phi = state["phi"]
-            eta, new_phi = norm_growth_limiter(update, phi, group["gamma"], first=phi == 0)
-            phi.copy_(new_phi)
-            coefficient = eta * coefficient
-        return update.mul_(coefficient) if is_scratch(update, grad, param, state) else update * coefficient

@@ -7,8 +7,9 @@ norm-growth limiter and a scale ``alpha``. State: ``q`` (m), ``s`` (n), ``phi`` 
 """
 
 from ..structures import RowColumn
+from .blocks import LearningRate, NormGrowthLimiter, Scale
 from .chain import ChainOptimizer
-from .normalizers import RowColumnScaling, ScaledStep
+from .normalizers import RowColumnScaling
 
 
 class RACS(ChainOptimizer):
@@ -26,7 +27,7 @@ class RACS(ChainOptimizer):
     """
 
     structure = RowColumn(estimator="per_sample", fixed_point_iters=5)
-    # ScaledStep() is NormGrowthLimiter -> Scale("alpha") -> LearningRate in one pass
-    blocks = (RowColumnScaling(structure), ScaledStep(limit_growth=True))
+    # the limiter, alpha and lr fold into one pass: W.addcmul_(X, -lr * alpha * eta)
+    blocks = (RowColumnScaling(structure), NormGrowthLimiter(), Scale("alpha"), LearningRate())
     hyperparameters = dict(lr=0.02, beta=0.9, alpha=0.05, gamma=1.01, transpose_to_short_side=True)
     paper_hparams = {"1.3B": {"alpha": 0.02}}

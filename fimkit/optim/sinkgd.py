@@ -1,8 +1,9 @@
 """SinkGD, Sinkhorn gradient descent (Scetbon et al., "Gradient Multi-Normalization",
 arXiv 2502.06742): stateless alternating row and column l2 normalisation of the gradient."""
 
+from .blocks import LearningRate, Scale
 from .chain import ChainOptimizer
-from .normalizers import ScaledStep, SinkhornNormalize
+from .normalizers import SinkhornNormalize
 
 
 class SinkGD(ChainOptimizer):
@@ -14,5 +15,5 @@ class SinkGD(ChainOptimizer):
     constants come from. Stateless: no optimizer state for matrices.
     """
 
-    blocks = (SinkhornNormalize(), ScaledStep(limit_growth=False, alpha=0.05))
+    blocks = (SinkhornNormalize(), Scale("alpha", 0.05), LearningRate())
     hyperparameters = dict(lr=0.02)

@@ -6,8 +6,9 @@ special cases of [P] Prop 2 (normalisation and whitening structures); their comp
 SWAN's own ([P] App E.5).
 """
 
+from .blocks import LearningRate, Scale
 from .chain import ChainOptimizer
-from .normalizers import RescaleToRMS, ScaledStep, StandardizeRows, Whiten
+from .normalizers import RescaleToRMS, StandardizeRows, Whiten
 
 
 class SWAN(ChainOptimizer):
@@ -21,5 +22,5 @@ class SWAN(ChainOptimizer):
     to be accurate on ill-conditioned gradients (5 steps leave a large error).
     """
 
-    blocks = (StandardizeRows(), Whiten(), RescaleToRMS(), ScaledStep(limit_growth=False, alpha=0.05))
+    blocks = (StandardizeRows(), Whiten(), RescaleToRMS(), Scale("alpha", 0.05), LearningRate())
     hyperparameters = dict(lr=0.02, whitening="eigh", ns_steps=20, ns_step_size=0.5)

@@ -55,6 +55,11 @@ def kronecker_moment(rows: FactorFamily, cols: FactorFamily, grads: Tensor) -> T
     (Identity, Identity).
     """
     a, b, kept = _subscripts(rows, cols)
+    if a == b:  # no Full side: the kept entries are sums of G*G (einsum's reduction over the
+        # rows of an elementwise product is ~50x slower than this on CPU)
+        summed = tuple(-2 + i for i, index in enumerate(a) if index not in kept)
+        square = grads * grads
+        return square.sum(summed) if summed else square
     return torch.einsum(f"...{a},...{b}->...{kept}", grads, grads)
 
 

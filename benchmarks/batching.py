@@ -18,20 +18,22 @@ from collections import defaultdict
 
 import torch
 
+from fimkit.lowrank.compensation import back_project, optimal_column_scale, residual_energy
+from fimkit.lowrank.moments import projected_adam_direction
+
 from .machine import describe_machine
 from .step_time import model_matrix_shapes
 
 
 def low_rank_step(grad, basis, gram, exp_avg, exp_avg_sq, energy_ema, betas=(0.9, 0.9), b3=0.999):
-    """Alice's arithmetic between switches, for one matrix or a stack (leading batch dims)."""
+    """Alice's arithmetic between switches, for one matrix or a stack (leading batch dims),
+    from the library's own pieces."""
     sigma = basis.mT @ grad
-    gram.mul_(b3).add_(sigma @ sigma.mT, alpha=1 - b3)
-    exp_avg.lerp_(sigma, 1 - betas[0])
-    exp_avg_sq.mul_(betas[1]).addcmul_(sigma, sigma, value=1 - betas[1])
-    omega = exp_avg / (exp_avg_sq.sqrt() + 1e-8)
-    energy = (grad.square().sum(-2) - sigma.square().sum(-2)).clamp_min(0)
-    scale = energy_ema.lerp_(energy, 1 - betas[0]).add(1e-8).rsqrt().unsqueeze(-2)
-    return (basis @ (omega - sigma * scale)).addcmul_(grad, scale)
+    gram.mul_(b3).add_(sigma @ sigma.mT, alpha=1 - b3)  # track_projected_gram, batched (addmm_ is 2-D)
+    omega = projected_adam_direction(exp_avg, exp_avg_sq, sigma, betas, 1e-8)
+    energy = energy_ema.lerp_(residual_energy(grad, sigma), 1 - betas[0])
+    scale = optimal_column_scale(energy, basis.shape[-2] - basis.shape[-1], 1e-8)
+    return back_project(basis, omega, grad, sigma, scale)
 
 
 def _state(shape, rank, batch=()):

@@ -31,9 +31,9 @@ def inverse_power(x: Tensor, power: float, eps: float = 0.0) -> Tensor:
     Used for eigenvalues of a PSD approximation: a zero (or round-off negative) eigenvalue means
     the direction is outside the approximation's range, where the pseudo-inverse acts as 0.
     """
-    shifted = x + eps if eps else x
     if power <= 0:
         raise ValueError(f"inverse_power needs power > 0, got {power}")
+    shifted = x + eps if eps else x
     # Non-positive entries become +inf, whose negative power is exactly 0: one new tensor and
     # three passes, where masks and two wheres made six (a third of Adafactor's step on CPU).
     out = torch.where(shifted > 0, shifted, torch.inf)

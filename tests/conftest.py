@@ -22,6 +22,20 @@ def gradient_samples(m: int, n: int, k: int = 6, seed: int = 0, dtype=torch.floa
     return (base + 0.7 * shared) * row_scale[:, None] * col_scale[None, :]
 
 
+def run_updates(optimizer_class, grads, **hparams):
+    """Parameter changes of ``optimizer_class`` (from a zero parameter of the gradients' shape and
+    dtype) fed ``grads`` one after the other; returns ``(changes, optimizer, param)``."""
+    param = torch.nn.Parameter(torch.zeros_like(grads[0]))
+    optimizer = optimizer_class([param], **hparams)
+    changes = []
+    for g in grads:
+        before = param.detach().clone()
+        param.grad = g.clone()
+        optimizer.step()
+        changes.append(param.detach() - before)
+    return changes, optimizer, param
+
+
 @pytest.fixture
 def samples():
     return gradient_samples

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import run_updates
 
 from fimkit.optim import GaLore, paper_hparams
 
@@ -13,15 +14,9 @@ F64 = torch.float64
 
 
 def parameter_changes(cls, grads, **hp):
-    """Feed the gradients to ``cls`` on a zero float64 weight; the parameter change of every step."""
-    weight = torch.nn.Parameter(torch.zeros(grads[0].shape, dtype=F64))
-    optimizer = cls([weight], **hp)
-    changes = []
-    for g in grads:
-        before = weight.detach().clone()
-        weight.grad = g.clone()
-        optimizer.step()
-        changes.append(weight.detach() - before)
+    """Feed the (float64) gradients to ``cls`` on a zero weight; the parameter change of every
+    step and the final state."""
+    changes, optimizer, weight = run_updates(cls, grads, **hp)
     return changes, optimizer.state[weight]
 
 

@@ -9,10 +9,9 @@ import math
 import pytest
 import torch
 
-from conftest import gradient_samples
+from conftest import gradient_samples, run_updates as run_racs_style_updates
 from fimkit.memory import state_numel
 from fimkit.optim import Muon
-from test_racs_optimizer import run_updates as run_racs_style_updates
 from test_racs_optimizer import scale_invariance_error
 
 SHAPES = [(3, 5), (5, 3), (4, 4)]

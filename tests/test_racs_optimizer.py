@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from conftest import gradient_samples
+from conftest import gradient_samples, run_updates
 from fimkit.memory import state_numel
 from fimkit.optim import RACS, paper_hparams
 from fimkit.optim.blocks import LearningRate, NormGrowthLimiter, Scale
@@ -45,20 +45,6 @@ def reference_racs_updates(grads, lr=0.02, beta=0.9, alpha=0.05, gamma=1.01, ite
         change = -lr * eta * alpha * g_tilde
         changes.append(change.T if transpose else change)
     return changes
-
-
-def run_updates(optimizer_class, grads, **hparams):
-    """Parameter changes of ``optimizer_class`` (from a zero parameter) fed ``grads`` one after
-    the other; shared by the SWAN, SinkGD and Muon tests."""
-    param = torch.nn.Parameter(torch.zeros_like(grads[0]))
-    optimizer = optimizer_class([param], **hparams)
-    changes = []
-    for g in grads:
-        before = param.detach().clone()
-        param.grad = g.clone()
-        optimizer.step()
-        changes.append(param.detach() - before)
-    return changes, optimizer, param
 
 
 def stream(m, n, steps=6, seed=0, dtype=torch.float64):

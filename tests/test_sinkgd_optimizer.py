@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from conftest import gradient_samples
+from conftest import gradient_samples, run_updates
 from fimkit.optim import SinkGD
-from test_racs_optimizer import run_updates, scale_invariance_error
+from test_racs_optimizer import scale_invariance_error
 
 SHAPES = [(3, 5), (5, 3), (4, 4), (1, 6)]
 

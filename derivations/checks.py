@@ -126,7 +126,7 @@ def check_solve(structure, fim: Tensor, m: int, n: int, derived: Tensor, what: s
 def check_beats_generic(structure, fim: Tensor, m: int, n: int, derived: Tensor, what: str,
                         fixed: dict | None = None, rtol: float = 1e-6) -> float:
     """No numerical minimisation does better than the derived ``F~``; returns error ratio."""
-    params = fimkit.numeric.generic_fit(structure, (m, n), fim=fim, fixed=fixed, restarts=0)
+    params = fimkit.generic_solver.generic_fit(structure, (m, n), fim=fim, fixed=fixed, restarts=0)
     generic_error = frobenius_error(fim, structure.dense(params, m, n))
     derived_error = frobenius_error(fim, derived)
     if derived_error > generic_error * (1 + rtol) + 1e-12 * float(fim.norm()):

@@ -121,23 +121,23 @@ def check(structure=None) -> list[checks.CheckResult]:
 
 
 def library_checks() -> list[checks.CheckResult]:
-    """fimkit's own SWAN/SinkGD maths (``fimkit.normalization``) against the derivation, when present."""
+    """fimkit's own SWAN/SinkGD maths (``fimkit.normalisation``) against the derivation, when present."""
     try:
-        from fimkit import normalization
+        from fimkit import normalisation
     except ImportError:
-        return [checks.skipped("fimkit.normalization (SWAN/SinkGD maths)", "fimkit",
-                               "fimkit.normalization is not importable; compared with the definitions only")]
+        return [checks.skipped("fimkit.normalisation (SWAN/SinkGD maths)", "fimkit",
+                               "fimkit.normalisation is not importable; compared with the definitions only")]
     for m, n, samples, _ in checks.instances(((3, 5), (4, 6))):
         grad = samples[0]
-        checks.expect_close("fimkit.normalization.sinkhorn_normalize", normalization.sinkhorn_normalize(grad, 7),
+        checks.expect_close("fimkit.normalisation.sinkhorn_normalise", normalisation.sinkhorn_normalise(grad, 7),
                             sinkhorn(grad, 7))
-        checks.expect_close("fimkit.normalization.whiten = (GG^T)^{-1/2} G",
-                            math.sqrt(n) * normalization.whiten(grad),
+        checks.expect_close("fimkit.normalisation.whiten = (GG^T)^{-1/2} G",
+                            math.sqrt(n) * normalisation.whiten(grad),
                             single_sample_step(Kronecker(Full(), Identity()), grad), 1e-6)
         centred = grad - grad.mean(dim=1, keepdim=True)
-        checks.expect_close("fimkit.normalization.standardize_rows", normalization.standardize_rows(grad),
+        checks.expect_close("fimkit.normalisation.standardize_rows", normalisation.standardize_rows(grad),
                             single_sample_step(Kronecker(DiagonalFactor(), Identity()), centred), 1e-6)
-    return [checks.ok("fimkit.normalization's sinkhorn_normalize, whiten, standardize_rows match the one-sample "
+    return [checks.ok("fimkit.normalisation's sinkhorn_normalise, whiten, standardize_rows match the one-sample "
                       "structures", "fimkit")]
 
 

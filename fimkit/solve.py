@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .fim import check_fim, check_samples, empirical_fim
-from .numeric import generic_fit
+from .generic_solver import generic_fit
 from .structures.base import Params, Structure
 
 

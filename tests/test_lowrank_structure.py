@@ -7,7 +7,7 @@ import torch
 from conftest import gradient_samples
 
 from fimkit import empirical_fim, solve
-from fimkit.numeric import frobenius_objective, generic_fit
+from fimkit.generic_solver import frobenius_objective, generic_fit
 from fimkit.structures import EigenvalueCorrected, Full, Identity, Kronecker, LowRankPlusDiagonal, ParamSpec
 
 CASES = [(4, 3, 2), (3, 5, 1), (5, 3, 2), (4, 4, 3)]  # (m, n, r) with r < m
@@ -189,7 +189,7 @@ def test_generic_solver_starts_from_the_given_stiefel_point():
     _, fim = _problem(m, n, seed=12)
     structure = LowRankPlusDiagonal(r)
     start = solve(structure, fim, (m, n)).params
-    from fimkit.numeric import _Packing  # the reparametrisation itself: theta = 0 is the start
+    from fimkit.generic_solver import _Packing  # the reparametrisation itself: theta = 0 is the start
 
     packing = _Packing(structure.parameter_spec(m, n), start)
     unpacked = packing.to_params(torch.from_numpy(packing.to_theta(start)))

@@ -7,7 +7,7 @@ import torch
 from conftest import gradient_samples
 
 from fimkit import empirical_fim, solve
-from fimkit.numeric import frobenius_objective, generic_fit
+from fimkit.generic_solver import frobenius_objective, generic_fit
 from fimkit.structures import (
     Diagonal, DiagonalFactor, EigenvalueCorrected, Full, Identity, Kronecker, RowColumn,
 )

@@ -1,7 +1,7 @@
 """Blocks that normalise or whiten the update: the shared pieces of RACS, SWAN, SinkGD and Muon.
 
 Each block is one line of an algorithm (see ``chain.py`` for the protocol) over the pure math
-of :mod:`fimkit.normalization`. None adds an absolute ``eps``, so the optimizers built from them
+of :mod:`fimkit.normalisation`. None adds an absolute ``eps``, so the optimizers built from them
 are invariant to the gradient's scale (tested from step 1 for scales 1e-6 to 1e6).
 """
 
@@ -13,8 +13,8 @@ import math
 import torch
 
 from ..linalg import fixed_point_rank1
-from ..normalization import (WHITENING_METHODS, rescale_to_rms, row_column_inverse_sqrt,
-                             sinkhorn_normalize, standardize_rows, whiten)
+from ..normalisation import (WHITENING_METHODS, rescale_to_rms, row_column_inverse_sqrt,
+                             sinkhorn_normalise, standardize_rows, whiten)
 from ..structures.factors import DiagonalFactor, Identity
 from ..structures.kronecker import Kronecker
 from .chain import Block, Group
@@ -107,7 +107,7 @@ class StandardizeRows(Block):
 class Whiten(Block):
     """``(X X^T)^{-1/2} X`` ([P] Eq 31): SWAN's GradWhitening and Muon's orthogonalisation.
 
-    ``whitening`` picks the method of :func:`fimkit.normalization.whiten` (``"eigh"`` exact,
+    ``whitening`` picks the method of :func:`fimkit.normalisation.whiten` (``"eigh"`` exact,
     ``"newton_schulz"`` SWAN's coupled iteration with ``ns_steps`` and ``ns_step_size``,
     ``"newton_schulz5"`` Muon's quintic iteration with ``ns_steps``).
     """
@@ -136,7 +136,7 @@ class RescaleToRMS(Block):
         return rescale_to_rms(update) if group["rescale"] else update
 
 
-class SinkhornNormalize(Block):
+class SinkhornNormalise(Block):
     """SinkGD's SR-Sinkhorn (arXiv 2502.06742): ``sinkhorn_iters`` rounds of row then column
     l2 normalisation (rows to norm sqrt(n), columns to sqrt(m))."""
 
@@ -147,7 +147,7 @@ class SinkhornNormalize(Block):
             raise ValueError(f"sinkhorn_iters must be >= 1, got {group['sinkhorn_iters']}")
 
     def __call__(self, update, grad, param, state, group, step):
-        return sinkhorn_normalize(update, int(group["sinkhorn_iters"]))
+        return sinkhorn_normalise(update, int(group["sinkhorn_iters"]))
 
 
 class NesterovLookahead(Block):

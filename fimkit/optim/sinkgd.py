@@ -3,7 +3,7 @@ arXiv 2502.06742): stateless alternating row and column l2 normalisation of the 
 
 from .blocks import LearningRate, Scale
 from .chain import ChainOptimizer
-from .normalizers import SinkhornNormalize
+from .normalizers import SinkhornNormalise
 
 
 class SinkGD(ChainOptimizer):
@@ -15,5 +15,5 @@ class SinkGD(ChainOptimizer):
     constants come from. Stateless: no optimizer state for matrices.
     """
 
-    blocks = (SinkhornNormalize(), Scale("alpha", 0.05), LearningRate())
+    blocks = (SinkhornNormalise(), Scale("alpha", 0.05), LearningRate())
     hyperparameters = dict(lr=0.02)

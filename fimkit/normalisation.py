@@ -11,7 +11,7 @@ input's own scale. [P] = arXiv 2502.07752.
 - :func:`standardize_rows`: SWAN's GradNorm (arXiv 2412.13148; [P] Eq 30);
 - :func:`whiten`: ``(X X^T)^{-1/2} X``, the polar factor, SWAN's GradWhitening ([P] Eq 31) and
   Muon's orthogonalisation, by eigendecomposition or by a Newton-Schulz iteration;
-- :func:`sinkhorn_normalize`: SinkGD's SR-Sinkhorn (arXiv 2502.06742).
+- :func:`sinkhorn_normalise`: SinkGD's SR-Sinkhorn (arXiv 2502.06742).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def standardize_rows(x: Tensor) -> Tensor:
     return centred * inverse_power(std, 1.0)
 
 
-def sinkhorn_normalize(x: Tensor, iters: int = 5) -> Tensor:
+def sinkhorn_normalise(x: Tensor, iters: int = 5) -> Tensor:
     """SinkGD's SR-Sinkhorn (arXiv 2502.06742, Alg 3): ``iters`` rounds of "every row to l2 norm
     sqrt(n), then every column to l2 norm sqrt(m)".
 
@@ -83,7 +83,7 @@ def sinkhorn_normalize(x: Tensor, iters: int = 5) -> Tensor:
     Sinkhorn scaling is unique). Zero rows and columns stay zero.
     """
     if iters < 1:
-        raise ValueError(f"sinkhorn_normalize needs iters >= 1, got {iters}")
+        raise ValueError(f"sinkhorn_normalise needs iters >= 1, got {iters}")
     m, n = x.shape[-2:]
     square = x * x
     col_scale_sq = torch.ones(x.shape[:-2] + (n, 1), dtype=x.dtype, device=x.device)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.optimizers import default_hparams
+from fimkit.routing import resolve_lm_head
 from experiments.presets import get_preset
 
 
@@ -23,7 +24,7 @@ from experiments.presets import get_preset
 class TrainConfig:
     preset: str = "tiny"
     optimizer: str = "adam"
-    lm_head: str = "adam"  # "adam" or "matrix" (trained by the chosen optimizer)
+    lm_head: str = "paper"  # "paper" (the paper's choice per optimizer), "adam" or "matrix" (the candidate)
     steps: int | None = None
     batch_size: int | None = None  # sequences per optimizer step
     micro_batch: int | None = None  # sequences per forward/backward (gradient accumulation)
@@ -34,6 +35,7 @@ class TrainConfig:
     warmup_fraction: float = 0.1
     min_lr_ratio: float = 0.1
     grad_clip: float = 0.0  # max global grad norm; 0 disables (GaLore's default)
+    grad_release: bool = False  # layer-wise gradient release: step each parameter in backward
     seed: int = 0  # model initialisation
     data_seed: int | None = None  # batch order; None: same as seed
     data: list[str] = field(default_factory=lambda: ["debian"])  # "debian", "installed" or files
@@ -60,8 +62,10 @@ class TrainConfig:
         c.micro_batch = min(c.micro_batch, c.batch_size)
         if c.batch_size % c.micro_batch:
             raise ValueError(f"batch_size {c.batch_size} is not a multiple of micro_batch {c.micro_batch}")
-        if c.lm_head not in ("adam", "matrix"):
-            raise ValueError(f"lm_head must be 'adam' or 'matrix', got {c.lm_head!r}")
+        c.lm_head = resolve_lm_head(c.lm_head, c.optimizer)
+        if c.grad_release and (c.micro_batch != c.batch_size or c.grad_clip > 0):
+            raise ValueError("grad_release steps each parameter as soon as its gradient exists, so it needs "
+                             "micro_batch == batch_size (no accumulation) and grad_clip 0")
         if c.dtype not in ("auto", "fp32", "bf16"):
             raise ValueError(f"dtype must be 'auto', 'fp32' or 'bf16', got {c.dtype!r}")
         c.vocab_size = c.vocab_size or preset.model.vocab_size

@@ -37,14 +37,15 @@ def default_hparams(name: str, preset: Preset, steps: int) -> dict[str, Any]:
 
 
 def build(model: nn.Module, name: str, *, lr: float, adam_lr: float | None, lm_head: str,
-          hparams: dict[str, Any]) -> torch.optim.Optimizer:
+          hparams: dict[str, Any], gradient_release: bool = False) -> torch.optim.Optimizer:
     """One optimizer: ``name`` for attention/MLP matrices, Adam for the rest (fimkit routing)."""
-    return fimkit.build_optimizer(model, name, lm_head=lm_head, adam_lr=adam_lr, lr=lr, **hparams)
+    return fimkit.build_optimizer(model, name, lm_head=lm_head, adam_lr=adam_lr, lr=lr,
+                                  gradient_release=gradient_release, **hparams)
 
 
 def matrix_lr(optimizer: torch.optim.Optimizer, name: str) -> float:
     """Current lr of the matrix optimizer's group (what the metrics report as ``lr``)."""
     for group in optimizer.param_groups:
-        if group.get("optimizer", name) == name:
+        if group.get("role", "candidate") == "candidate" and group.get("optimizer", name) == name:
             return group["lr"]
     return optimizer.param_groups[0]["lr"]

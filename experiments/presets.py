@@ -62,6 +62,12 @@ PRESETS: dict[str, Preset] = {
     "nano": _cpu(128, 4, 4, 400, "CPU: width 128, 4 layers, 4 heads (3.1M parameters)"),
     "tiny": _cpu(256, 8, 4, 150, "CPU: width 256, 4 layers, 8 heads (7.6M parameters)"),
     "small": _cpu(384, 6, 6, 100, "CPU: width 384, 6 layers, 6 heads (16.9M parameters)"),
+    # Seconds, not minutes: for tests and `fimkit reproduce --preset quick` on the sample corpus.
+    "micro": Preset(
+        ModelConfig(dim=32, n_layers=2, n_heads=2, vocab_size=512, max_seq_len=64),
+        steps=8, batch_size=4, micro_batch=2, seq_len=32, eval_every=4, eval_tokens=8 * 32, ckpt_every=4,
+        paper_size="60M", description="test size: width 32, 2 layers, 2 heads, vocab 512", cpu=True,
+    ),
 }
 
 

@@ -34,6 +34,7 @@ from experiments.model import LLaMA
 from experiments.optimizers import build, matrix_lr
 from experiments.presets import get_preset
 from experiments.progress import Progress, log
+from experiments.provenance import code_revision
 from experiments.runtime import (
     autocast,
     autocast_dtype,
@@ -42,6 +43,7 @@ from experiments.runtime import (
     pick_device,
 )
 from experiments.schedule import paper_schedule
+from experiments.switch_log import SwitchLog
 
 SUMMARY = "summary.json"
 # Fields that may change between a run and its resumption without changing its results.
@@ -69,7 +71,8 @@ def run_record(cfg: TrainConfig, data_meta: dict, model_cfg) -> dict[str, Any]:
         "train": cfg.to_dict(),
         "model": dataclasses.asdict(model_cfg),
         "data": data_meta,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "fimkit": fimkit.__version__},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "fimkit": fimkit.__version__,
+                     "revision": code_revision()},
         "command": "fimkit train --config config.json",
     }
 
@@ -111,7 +114,8 @@ def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model = LLaMA(model_cfg).to(device)
-    optimizer = build(model, cfg.optimizer, lr=cfg.lr, adam_lr=cfg.adam_lr, lm_head=cfg.lm_head, hparams=cfg.hparams)
+    optimizer = build(model, cfg.optimizer, lr=cfg.lr, adam_lr=cfg.adam_lr, lm_head=cfg.lm_head, hparams=cfg.hparams,
+                      gradient_release=cfg.grad_release)
     scheduler = paper_schedule(optimizer, cfg.steps, cfg.warmup_fraction, cfg.min_lr_ratio)
     batches = TokenBatches(open_shard(data.train), cfg.seq_len, cfg.data_seed)
     eval_x, eval_y = eval_windows(open_shard(data.val), cfg.seq_len, cfg.eval_tokens)
@@ -124,6 +128,7 @@ def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None)
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, run_record(cfg, data.meta, model_cfg))
     metrics = MetricsLog(out / METRICS, resume_step=loop["step"] if saved is not None else None)
+    switches = SwitchLog(optimizer, out, resume_step=loop["step"] if saved is not None else None)
     forward = torch.compile(model) if cfg.compile else model
     n_params = sum(p.numel() for p in model.parameters())
     log(f"{cfg.preset} ({n_params / 1e6:.1f}M parameters) with {cfg.optimizer} on {device}"
@@ -137,6 +142,7 @@ def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None)
     stop = min(cfg.steps, until_step or cfg.steps)
     while loop["step"] < stop:
         step_start = time.perf_counter()
+        switches.before_step(loop["step"] + 1)
         inputs, targets = batches.next(cfg.batch_size)
         lr = matrix_lr(optimizer, cfg.optimizer)
         step_loss = torch.zeros((), device=device)
@@ -147,7 +153,8 @@ def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None)
             step_loss += loss.detach()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        optimizer.step()  # with grad_release every parameter was already stepped in backward()
+        switches.after_step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         train_loss = step_loss.item()  # also waits for the GPU, so the timing below is real

@@ -24,6 +24,27 @@ LM_HEAD_PATTERN = r"(^|\.)(lm_head|output|head)\.weight$"
 #: the paper's Adam for everything that is not a matrix of attention or MLP [P App F.2]
 ADAM_DEFAULTS = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
 
+#: optimizers whose main results in [P] (Table 2, the columns without ``*``) train the output
+#: head with the candidate itself; every other optimizer's head goes to Adam (the ``*`` columns,
+#: and the paper's choice for Adam, RACS and APOLLO).
+LM_HEAD_ON_CANDIDATE = frozenset({"alice", "alice0", "galore", "fira"})
+LM_HEAD_CHOICES = ("paper", "adam", "matrix")
+
+
+def paper_lm_head(matrix_optimizer: str) -> str:
+    """Where [P]'s main results put the output head for ``matrix_optimizer``: "matrix" or "adam"."""
+    return "matrix" if matrix_optimizer.lower() in LM_HEAD_ON_CANDIDATE else "adam"
+
+
+def resolve_lm_head(lm_head: str, matrix_optimizer: str) -> str:
+    """``"paper"`` -> the paper's choice for this optimizer; "adam" and "matrix" stay."""
+    if lm_head == matrix_optimizer.lower():
+        return "matrix"
+    if lm_head not in LM_HEAD_CHOICES:
+        raise ValueError(f"lm_head must be one of {LM_HEAD_CHOICES}, got {lm_head!r} ('paper': the head on "
+                         f"the candidate for {', '.join(sorted(LM_HEAD_ON_CANDIDATE))}, on Adam otherwise)")
+    return paper_lm_head(matrix_optimizer) if lm_head == "paper" else lm_head
+
 
 def _owner(model: nn.Module, name: str) -> nn.Module:
     module_name = name.rpartition(".")[0]
@@ -69,15 +90,18 @@ def parameter_roles(model: nn.Module, *, lm_head_pattern: str = LM_HEAD_PATTERN,
     return roles
 
 
-def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str = "adam", *,
+def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str = "paper", *,
                  adam_lr: float | None = None, overrides: dict[str, str] | None = None,
                  lm_head_pattern: str = LM_HEAD_PATTERN, **hparams: Any) -> list[dict[str, Any]]:
     """Param groups, one per optimizer, each with ``optimizer`` (its name) and ``param_names``.
 
     ``hparams`` go to the matrix optimizer's group (unknown names raise). The Adam group uses
     the paper's Adam (betas 0.9/0.999, no weight decay) with ``adam_lr``, by default the matrix
-    optimizer's lr (GaLore's convention, which the paper follows). ``lm_head`` is ``"adam"`` or
-    ``"matrix"`` (the structured optimizer).
+    optimizer's lr (GaLore's convention, which the paper follows). ``lm_head`` is ``"paper"``
+    (default: the structured optimizer for Alice, Alice-0, GaLore and Fira, Adam for the rest, as
+    in [P]'s main results), ``"adam"`` or ``"matrix"`` (the structured optimizer). With
+    ``matrix_optimizer="adam"`` and an ``adam_lr``, the matrices keep ``lr`` and the other
+    parameters get ``adam_lr`` (a per-role baseline).
     """
     matrix_optimizer = matrix_optimizer.lower()
     matrix_class = get_optimizer(matrix_optimizer)
@@ -86,8 +110,7 @@ def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str
     if unknown and matrix_optimizer != "adam":
         raise TypeError(f"{matrix_class.__name__} has no hyperparameter(s) {sorted(unknown)}; "
                         f"valid: {sorted(known)}")
-    if lm_head not in ("adam", "matrix", matrix_optimizer):
-        raise ValueError(f"lm_head must be 'adam' or 'matrix', got {lm_head!r}")
+    lm_head = resolve_lm_head(lm_head, matrix_optimizer)
     lr = hparams.get("lr", known.get("lr", 1e-3))
     role_to_optimizer = {
         "matrix": matrix_optimizer,
@@ -97,20 +120,26 @@ def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str
     }
     roles = parameter_roles(model, lm_head_pattern=lm_head_pattern, overrides=overrides)
     params = dict(model.named_parameters())
-    by_optimizer: dict[str, list[str]] = {}
+    # An all-Adam model with its own adam_lr keeps two groups: matrices at lr, the rest at adam_lr.
+    split_adam = matrix_optimizer == "adam" and adam_lr is not None
+    by_group: dict[tuple[str, bool], list[str]] = {}
     for name, role in roles.items():
         target = role.partition(":")[2] if role.startswith("override:") else role_to_optimizer[role]
-        by_optimizer.setdefault(target.lower(), []).append(name)
+        is_candidate = role == "matrix" or (role == "lm_head" and lm_head == "matrix")
+        by_group.setdefault((target.lower(), split_adam and is_candidate), []).append(name)
 
     groups = []
-    for optimizer, names in by_optimizer.items():
-        group = {"params": [params[n] for n in names], "param_names": names, "optimizer": optimizer}
+    for (optimizer, candidate_role), names in by_group.items():
+        # "role": "candidate" for the group holding the matrices, "adam" for the rest
+        is_candidate_group = optimizer == matrix_optimizer and (candidate_role or not split_adam)
+        group = {"params": [params[n] for n in names], "param_names": names, "optimizer": optimizer,
+                 "role": "candidate" if is_candidate_group else "adam"}
         if optimizer == matrix_optimizer and optimizer != "adam":
             group.update(hparams)
         else:
             group.update(ADAM_DEFAULTS, lr=adam_lr if adam_lr is not None else lr)
-            if optimizer == matrix_optimizer:  # everything on Adam: the user's hparams win
-                group.update(hparams)
+            if is_candidate_group:
+                group.update(hparams)  # everything on Adam: the user's hparams win
         groups.append(group)
     return groups
 
@@ -121,18 +150,46 @@ def _adam(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, fused=True) if on_cuda else torch.optim.Adam(groups, foreach=True)
 
 
-def build_optimizer(model: nn.Module, name: str, lm_head: str = "adam", **kwargs: Any) -> RoutedOptimizer:
+def build_optimizer(model: nn.Module, name: str, lm_head: str = "paper", *, gradient_release: bool = False,
+                    **kwargs: Any) -> RoutedOptimizer:
     """One optimizer for the whole model: ``name`` for the matrices, Adam for the rest.
 
     Keyword arguments are those of :func:`param_groups`. The result has the full
     ``torch.optim.Optimizer`` interface (schedulers and checkpoints work unchanged) and exposes
     the per-optimizer children as ``.children``.
+
+    ``gradient_release=True`` is layer-wise gradient release (GaLore's ``layerwise``, [P] Fig 4):
+    each parameter is stepped by its own optimizer in its post-accumulate-grad hook during
+    ``backward()``, and its gradient is freed at once, so the full set of gradients never
+    exists. ``step()`` then has nothing left to do. It cannot be combined with gradient
+    accumulation or global-norm clipping (both need every gradient at once), and the non-finite
+    guard then syncs once per parameter instead of once per group.
     """
-    children = {}
+    by_optimizer: dict[str, list[dict[str, Any]]] = {}
     for group in param_groups(model, name, lm_head, **kwargs):
-        optimizer = group["optimizer"]
-        if optimizer == "adam":
-            children[optimizer] = _adam([group])
-        else:
-            children[optimizer] = get_optimizer(optimizer)([group])
-    return RoutedOptimizer(children)
+        by_optimizer.setdefault(group["optimizer"], []).append(group)
+    if not gradient_release:
+        return RoutedOptimizer({optimizer: _make(optimizer, groups) for optimizer, groups in by_optimizer.items()})
+
+    children: dict[str, torch.optim.Optimizer] = {}
+    for optimizer, groups in by_optimizer.items():
+        for group in groups:
+            for param, param_name in zip(group["params"], group["param_names"]):
+                single = {**group, "params": [param], "param_names": [param_name]}
+                children[param_name] = child = _make(optimizer, [single])
+                param.register_post_accumulate_grad_hook(_release_hook(child))
+    routed = RoutedOptimizer(children)
+    routed.gradient_release = True
+    return routed
+
+
+def _make(optimizer: str, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    return _adam(groups) if optimizer == "adam" else get_optimizer(optimizer)(groups)
+
+
+def _release_hook(child: torch.optim.Optimizer):
+    def step_and_free(param: torch.Tensor) -> None:
+        child.step()
+        param.grad = None
+
+    return step_and_free

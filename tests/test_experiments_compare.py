@@ -5,7 +5,7 @@ import pytest
 from experiments.compare import parse_spec, run_comparison, write_report
 from experiments.demo import run_demo
 from experiments.metrics import MetricsLog
-from experiments.testing import micro_config
+from experiment_helpers import micro_config
 from fimkit.cli import main as fimkit_main
 
 

@@ -11,7 +11,7 @@ from experiments.cli import train_command
 from experiments.config import load_config
 from experiments.metrics import MetricsLog
 from experiments.model import LLaMA
-from experiments.testing import MICRO, micro_config
+from experiment_helpers import MICRO, micro_config
 from experiments.train import evaluate, train
 
 

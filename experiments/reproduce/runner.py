@@ -81,6 +81,21 @@ def _start(protocol: Protocol, spec: RunSpec, runs_dir: Path, cache: str) -> Job
     return Job(spec, process, time.monotonic())
 
 
+def _train_here(protocol: Protocol, spec: RunSpec, runs_dir: Path, cache: str) -> str:
+    from experiments.train import train
+
+    cfg = run_config(protocol, spec, runs_dir, cache)
+    try:
+        train(cfg, resume=True)
+    except FloatingPointError as exc:
+        write_text_atomic(Path(cfg.out) / DIVERGED, json.dumps({"error": str(exc)}) + "\n")
+        outcome = "diverged"
+    else:
+        outcome = "done"
+    (Path(cfg.out) / CHECKPOINT).unlink(missing_ok=True)
+    return outcome
+
+
 def _finish(job: Job, run_dir: Path) -> str:
     """Tidy a finished process's run folder; returns how it ended."""
     code = job.process.returncode
@@ -144,6 +159,16 @@ def run_plan(protocol: Protocol, runs_dir: Path, *, jobs: int, cache: str = ".ca
             log(f"reproduce {protocol.name}: {len(results)} runs cached, about {total_left} to train "
                 f"({jobs} at a time); expected {estimate_seconds(protocol, total_left, jobs) / 3600:.1f} h")
             announced = True
+        if jobs == 1 and pending and (max_runs is None or started < max_runs):
+            # one at a time: train in this process (no interpreter start-up per run)
+            spec = pending[0]
+            started += 1
+            log(f"  start  {spec.id}  ({len(results)} done, {len(pending) - 1} queued)")
+            outcome = _train_here(protocol, spec, runs_dir, cache)
+            log(f"  {outcome:<6} {spec.id}")
+            if outcome.startswith("failed"):
+                failed[spec.id] = outcome
+            continue
         while pending and len(running) < jobs and (max_runs is None or started < max_runs):
             spec = pending.pop(0)
             running[spec.id] = _start(protocol, spec, runs_dir, cache)

@@ -59,6 +59,9 @@ def kronecker_memory(structure) -> Memory:
     rows, cols = _side_size(structure.rows, S.m), _side_size(structure.cols, S.n)
     if est == "exact":  # the joint moment: one entry per pair of kept row and column entries
         return Memory(rows * cols, "EMA of the Kronecker moment (kept entries of E[G (x) G]), then the rank-1 solve")
+    if est in ("one_sample", "sinkhorn"):
+        return Memory(sp.Integer(0), "nothing: the member is fitted to each direction alone (SWAN/Muon whitening, "
+                                     "SinkGD balancing)")
     holds = {"per_sample": "EMA of the per-sample rank-1 factors (RACS, [P] Alg 1)",
              "bound": "E[G G^T] and E[G^T G] projected on each family ([P] Thm 3.1 bound: Shampoo)",
              "marginal": "EMA of each side's marginal: exact for one-sided structures, Adafactor's "

@@ -7,13 +7,13 @@
 """
 
 from . import memory, optim, structures
-from .derive import derive
+from .derive import derive, recipe
 from .fim import empirical_fim
 from .routing import build_optimizer, param_groups
 from .solve import Approximation, solve
 
 __all__ = [
-    "structures", "optim", "memory", "derive", "solve", "Approximation", "empirical_fim",
+    "structures", "optim", "memory", "derive", "recipe", "solve", "Approximation", "empirical_fim",
     "param_groups", "build_optimizer",
 ]
 __version__ = "0.1.0"

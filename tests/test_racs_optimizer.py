@@ -9,12 +9,12 @@ import math
 import pytest
 import torch
 
+import fimkit
 from conftest import gradient_samples, run_updates
 from fimkit.memory import state_numel
 from fimkit.optim import RACS, paper_hparams
 from fimkit.optim.blocks import LearningRate, NormGrowthLimiter, Scale
 from fimkit.optim.chain import Block, ChainOptimizer
-from fimkit.optim.normalizers import RowColumnScaling
 from fimkit.structures import DiagonalFactor, Identity, Kronecker
 
 SHAPES = [(3, 5), (5, 3), (4, 4), (1, 6)]
@@ -115,11 +115,8 @@ def test_racs_with_and_without_ema_differ():
 
 
 def test_racs_with_q_pinned_is_column_normalisation():
-    pinned = type("PinnedRowRACS", (ChainOptimizer,), {
-        "blocks": (RowColumnScaling(Kronecker(Identity(), DiagonalFactor(), estimator="per_sample")),
-                   LearningRate()),
-        "hyperparameters": {"lr": 1.0, "ema": False, "eps": 0.0},
-    })
+    pinned = fimkit.derive(Kronecker(Identity(), DiagonalFactor(), estimator="per_sample"), momentum=False,
+                           lr=1.0, ema=False, eps=0.0)
     g = stream(4, 6, steps=1, seed=6)[0]
     (change,), _, _ = run_updates(pinned, [g])
     column_normalised = g / g.square().mean(0, keepdim=True).sqrt()   # every column RMS 1

@@ -14,7 +14,12 @@ refactor (ablations, estimators, state dtypes, bf16 parameters, weight decay, ``
 structures that no registered optimizer uses).
 
 To re-record after a *deliberate* numerical change (and only then, with the reason in the JSON's
-``notes`` and in DECISIONS.md): ``FIMKIT_RECORD_FINGERPRINTS=1 pytest tests/test_trajectory_fingerprints.py``.
+``notes`` and in DECISIONS.md): ``FIMKIT_RECORD_FINGERPRINTS=1 pytest -p no:xdist
+tests/test_trajectory_fingerprints.py``. Deliberate changes so far (see the JSON's ``notes``):
+the one refresh rule (issue 9 item 4, DECISIONS.md R0) moved the refreshes of the statistic
+preconditioner with ``precondition_frequency = K > 1`` from ``t = 1, K + 1, 2K + 1, ...`` to
+``t = 1, K, 2K, ...``; the ``refresh_offset=1`` configurations reproduce the old trajectories
+bit for bit.
 """
 
 from __future__ import annotations
@@ -67,9 +72,18 @@ for _name in LIBRARY:
 _F64, _F32 = torch.float64, torch.float32
 _ALICE = {"rank": 3, "leading": 1, "update_interval": 5, "seed": 0}
 CONFIGS += [
-    # refresh schedules of the statistic preconditioner (item 4 of issue 9 moves these)
+    # refresh schedules of the statistic preconditioner: moved by issue 9 item 4 (see the notes);
+    # with refresh_offset=1 they are the recorded trajectories of before the move
     ("shampoo/precondition_frequency=5/float64", "shampoo", (5, 8), _F64, {"precondition_frequency": 5}),
     ("adam/precondition_frequency=3/float64", "adam", (5, 8), _F64, {"precondition_frequency": 3}),
+    ("shampoo/precondition_frequency=5/refresh_offset=1/float64", "offset1:shampoo", (5, 8), _F64,
+     {"precondition_frequency": 5}),
+    ("adam/precondition_frequency=3/refresh_offset=1/float64", "offset1:adam", (5, 8), _F64,
+     {"precondition_frequency": 3}),
+    ("soap/precondition_frequency=5/refresh_offset=1/float64", "offset1:soap", (5, 8), _F64,
+     {"precondition_frequency": 5}),
+    ("galore/update_interval=5/refresh_offset=1/float64", "offset1:galore", (5, 8), _F64,
+     {**LOW_RANK_HPARAMS, "rank": 2}),
     ("shampoo/ema/float64", "shampoo", (6, 4), _F64, {"accumulate": False, "betas": (0.9, 0.95)}),
     # tensors that are not matrices
     ("adam/vector/float32", "adam", (7,), _F32, {}),
@@ -118,7 +132,8 @@ CONFIGS += [
      {"update_interval": 5, "seed": 0, "transpose_to_short_side": True}),
     ("derive:RowColumn/float64", "derive:row_column", (6, 9), _F64, {}),
     ("derive:Kronecker(Full,DiagonalFactor)/float64", "derive:kron_full_diag", (5, 7), _F64, {}),
-    ("derive:Kronecker(Identity,DiagonalFactor,per_sample)/float64", "derive:norm_col_per_sample", (5, 7), _F64, {}),
+    ("derive:Kronecker(Identity,DiagonalFactor,per_sample)/float64", "derive:norm_col_per_sample", (5, 7), _F64,
+     {"beta": 0.8}),
     ("derive:EigenvalueCorrected(Identity,Full)/float64", "derive:eigen_cols", (5, 7), _F64,
      {"precondition_frequency": 4}),
 ]
@@ -129,7 +144,7 @@ DERIVED = {
     "row_column": lambda: fimkit.derive(RowColumn(), lr=0.01),
     "kron_full_diag": lambda: fimkit.derive(Kronecker(Full(), DiagonalFactor()), lr=0.01),
     "norm_col_per_sample": lambda: fimkit.derive(Kronecker(Identity(), DiagonalFactor(), estimator="per_sample"),
-                                                 momentum=False, lr=0.01, betas=(0.0, 0.9)),
+                                                 momentum=False, lr=0.01),
     "eigen_cols": lambda: fimkit.derive(fimkit.structures.EigenvalueCorrected(Kronecker(Identity(), Full())),
                                         lr=0.01, betas=(0.9, 0.95)),
 }
@@ -138,6 +153,9 @@ DERIVED = {
 def optimizer_class(name: str):
     if name.startswith("derive:"):
         return DERIVED[name.partition(":")[2]]()
+    if name.startswith("offset1:"):  # the registered optimizer with its refreshes one step later
+        base = registered()[name.partition(":")[2]]
+        return fimkit.derive(base.structure, **{**base.declaration.recipe(), "refresh_offset": 1})
     return registered()[name]
 
 

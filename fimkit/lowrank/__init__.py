@@ -9,23 +9,23 @@ Math lives in pure functions, one module per idea:
   norm ratio, and the two-matmul back-projection;
 - :mod:`~fimkit.lowrank.moments`: Adam's moments in the subspace.
 
-:mod:`~fimkit.lowrank.blocks` wraps them as chain blocks (Alice, GaLore, Fira and APOLLO are
-recipes over them) and :mod:`~fimkit.lowrank.preconditioner` lets ``fimkit.derive`` track
-``LowRankPlusDiagonal``.
+:mod:`~fimkit.lowrank.blocks` wraps them as chain blocks and :mod:`~fimkit.lowrank.preconditioner`
+registers how ``fimkit.derive`` tracks ``LowRankPlusDiagonal`` with them: its ``"ema"``
+estimator as one preconditioner, its ``"subspace"`` estimator (Alice, GaLore, Fira) as the
+project / Adam-in-the-subspace / back-project blocks. APOLLO is a recipe over the same blocks.
 """
 
+from ..structures.lowrank import COMPENSATION_MODES, PROJECTIONS, SWITCH_MODES
 from . import compensation, moments, switching, tracking
 from .blocks import (
     BiasCorrection, ChannelScaling, CompensatedBackProjection, Projected, ProjectedAdam,
-    SubspaceProjection, effective_rank, low_rank_adam_chain,
+    SubspaceProjection, effective_rank, subspace_tracking_blocks,
 )
-from .compensation import COMPENSATION_MODES
 from .preconditioner import LowRankPlusDiagonalPreconditioner
-from .switching import PROJECTIONS, SWITCH_MODES
 
 __all__ = [
     "tracking", "switching", "compensation", "moments", "Projected", "SubspaceProjection",
     "ProjectedAdam", "CompensatedBackProjection", "ChannelScaling", "BiasCorrection",
-    "low_rank_adam_chain", "effective_rank", "LowRankPlusDiagonalPreconditioner",
+    "subspace_tracking_blocks", "effective_rank", "LowRankPlusDiagonalPreconditioner",
     "SWITCH_MODES", "PROJECTIONS", "COMPENSATION_MODES",
 ]

@@ -18,28 +18,26 @@ state declared in ``init_state`` (so memory accounting sees all of it); the basi
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from ..linalg import limiter_from_norm
-from ..optim.blocks import LearningRate
-from ..optim.chain import Block, Group, ScalarBlock, State, check_betas
+from ..optim.chain import Block, Group, ScalarBlock, State, check_betas, is_refresh_step
+from ..structures.lowrank import COMPENSATION_MODES, TRACKING_OPTIONS, LowRankPlusDiagonal
 from .compensation import (
-    COMPENSATION_MODES, back_project, column_norm_ratio, optimal_column_scale, residual_energy,
-    scaled_residual_norm, tensor_norm_ratio,
+    back_project, column_norm_ratio, optimal_column_scale, residual_energy, scaled_residual_norm, tensor_norm_ratio,
 )
 from .moments import bias_correction_factor, projected_adam_direction
-from .switching import (
-    PROJECTIONS, SWITCH_MODES, gaussian_projection, is_orthonormal_rule, switch_basis, switch_generator,
-    top_eigenvectors, top_left_singular_vectors,
-)
+from .switching import is_orthonormal_rule
 from .tracking import (
-    change_of_basis, rotate_first_moment, rotate_projected_gram, rotate_second_moment, switch_statistic,
-    track_projected_gram,
+    change_of_basis, rotate_first_moment, rotate_projected_gram, rotate_second_moment, track_projected_gram,
 )
 
+#: the subspace a bare ``SubspaceProjection()`` tracks (its hyperparameters' defaults)
+DEFAULT_SUBSPACE = LowRankPlusDiagonal(rank=128)
 #: projected-space moments that ``rotate_moments_on_switch`` re-expresses in the new basis
 FIRST_MOMENTS = ("projected_exp_avg",)
 SECOND_MOMENTS = ("projected_exp_avg_sq",)
@@ -72,12 +70,12 @@ def _check_choice(group: Group, name: str, choices: tuple[str, ...]) -> None:
 class SubspaceProjection(Block):
     """Maintains the basis ``U`` (``m x r``) and projects: ``X -> Projected(U^T X, U^T X)``.
 
-    At ``t == 1`` and every ``update_interval`` (K) steps the basis is refreshed:
-    ``switching=True`` runs [P] Alg 4's switch on ``Qfull = b3 U Qt U^T + (1 - b3) G G^T``
-    (``switch_mode``); otherwise ``projection`` picks the top-``r`` eigenvectors of ``Qfull``
-    (``"eigen"``), the top-``r`` left singular vectors of ``G`` (``"svd"``, GaLore) or a Gaussian
-    random projection (``"random"``, APOLLO). ``tracking_beta`` (b3) > 0 keeps the tracked
-    ``r x r`` statistic ``Qt``; b3 = 0 stores none (Alice-0). Must be the first block of a chain.
+    The basis is ``LowRankPlusDiagonal``'s carried state: at the refresh steps (``t == 1`` and
+    every ``update_interval`` = K steps, :func:`~fimkit.optim.chain.is_refresh_step`) it is
+    replaced by the structure's ``refresh`` ([P] Alg 4's switch, or the plain top-``r`` basis of
+    ``projection``), with the structure's options read from the param group (their defaults are
+    the fields of ``structure``). ``tracking_beta`` (b3) > 0 keeps the tracked ``r x r`` statistic
+    ``Qt``; b3 = 0 stores none (Alice-0). Must be the first block of a chain.
     """
 
     hyperparameters = {
@@ -87,21 +85,26 @@ class SubspaceProjection(Block):
     }
     needs_step = True
 
+    def __init__(self, structure: LowRankPlusDiagonal = DEFAULT_SUBSPACE, refresh_offset: int = 0):
+        self.structure = structure
+        self.refresh_offset = refresh_offset
+        options = {k: v for k, v in structure.tracking_options().items() if k in self.hyperparameters}
+        self.hyperparameters = {**self.hyperparameters, **options}
+
+    def __repr__(self) -> str:
+        args = [repr(self.structure)] if self.structure != DEFAULT_SUBSPACE else []
+        args += [f"refresh_offset={self.refresh_offset}"] if self.refresh_offset else []
+        return f"SubspaceProjection({', '.join(args)})"
+
+    def structure_for(self, group: Group) -> LowRankPlusDiagonal:
+        """The structure with the group's options (validated by the structure)."""
+        return replace(self.structure, **{k: group[k] for k in TRACKING_OPTIONS if k in group and k != "compensation"})
+
     def validate(self, group: Group) -> None:
-        for name, low in (("rank", 1), ("leading", 0), ("update_interval", 1)):
-            value = group[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not 0.0 <= group["tracking_beta"] < 1.0:
-            raise ValueError(f"tracking_beta (b3) must be in [0, 1), got {group['tracking_beta']}")
-        _check_choice(group, "switch_mode", SWITCH_MODES)
-        _check_choice(group, "projection", PROJECTIONS)
-        if group["switching"] and group["projection"] != "eigen":
-            raise ValueError(f"switching=True refines eigenvectors of Qfull; projection={group['projection']!r} "
-                             f"needs switching=False")
-        if group["projection"] == "svd" and group["tracking_beta"] > 0:
-            raise ValueError("projection='svd' takes the basis from the current gradient only; it needs "
-                             "tracking_beta=0 (use projection='eigen' to include the tracked statistic)")
+        value = group["update_interval"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"update_interval must be an integer >= 1, got {value!r}")
+        self.structure_for(group)
         if group["seed"] is not None and (isinstance(group["seed"], bool) or not isinstance(group["seed"], int)):
             raise ValueError(f"seed must be None or an integer, got {group['seed']!r}")
 
@@ -119,10 +122,9 @@ class SubspaceProjection(Block):
         return state
 
     def __call__(self, update, grad, param, state, group, step):
-        if step == 1 or step % group["update_interval"] == 0:
+        if is_refresh_step(step, group["update_interval"], self.refresh_offset):
             self.refresh_basis(update, state, group, step)
-        basis = state["basis"]
-        sigma = basis.mT @ update
+        sigma = self.structure.coordinates(update, state)
         if "projected_gram" in state:
             track_projected_gram(state["projected_gram"], sigma, group["tracking_beta"])
         return Projected(sigma, sigma)
@@ -130,18 +132,9 @@ class SubspaceProjection(Block):
     def refresh_basis(self, grad: Tensor, state: State, group: Group, step: int) -> None:
         """The basis update of step ``step`` (the only place with eigh/QR/SVD)."""
         old = state["basis"]
-        m, r = old.shape
-        generator = switch_generator(int(state["switch_seed"]), step) if "switch_seed" in state else None
-        if group["projection"] == "svd":
-            new = top_left_singular_vectors(grad, r)
-        elif group["projection"] == "random":
-            new = gaussian_projection(m, r, generator, grad)
-        else:
-            q = switch_statistic(grad, group["tracking_beta"], old, state.get("projected_gram"))
-            if group["switching"]:
-                new = switch_basis(q, old, group["leading"], group["switch_mode"], generator, first=step == 1)
-            else:
-                new = top_eigenvectors(q, r)
+        stats = {"projected_gram": state["projected_gram"]} if "projected_gram" in state else {}
+        carried = {key: state[key] for key in ("basis", "switch_seed") if key in state}
+        new = self.structure_for(group).refresh(stats, carried, grad, step)["basis"]
         if step > 1 and (group["rotate_moments_on_switch"] or group["reproject_Q_on_switch"]):
             self.rotate_state(change_of_basis(new, old), state, group)
         old.copy_(new)
@@ -192,8 +185,13 @@ class CompensatedBackProjection(Block):
     hyperparameters = {"alpha": 0.3, "alpha_c": 0.4, "compensation": "optimal", "gamma": 1.01,
                        "compensation_eps": 1e-8}
 
-    def __init__(self, compensation_scaled_by_alpha: bool = True):
+    def __init__(self, compensation_scaled_by_alpha: bool = True, compensation: str = "optimal"):
         self.compensation_scaled_by_alpha = compensation_scaled_by_alpha
+        self.hyperparameters = {**self.hyperparameters, "compensation": compensation}
+
+    def __repr__(self) -> str:
+        return (f"CompensatedBackProjection(compensation_scaled_by_alpha={self.compensation_scaled_by_alpha}, "
+                f"compensation={self.hyperparameters['compensation']!r})")
 
     def validate(self, group: Group) -> None:
         _check_choice(group, "compensation", COMPENSATION_MODES)
@@ -261,7 +259,8 @@ class BiasCorrection(ScalarBlock):
         return bias_correction_factor(group["betas"], step) if group["bias_correction"] else 1.0
 
 
-def low_rank_adam_chain(compensation_scaled_by_alpha: bool = True) -> tuple[Block, ...]:
-    """Project, Adam in the subspace, back-project with compensation, bias correction, lr."""
-    return (SubspaceProjection(), ProjectedAdam(), CompensatedBackProjection(compensation_scaled_by_alpha),
-            BiasCorrection(), LearningRate())
+def subspace_tracking_blocks(structure: LowRankPlusDiagonal, refresh_offset: int = 0) -> tuple[Block, ...]:
+    """``LowRankPlusDiagonal(estimator="subspace")`` online ([P] Alg 4): project on the tracked
+    subspace, Adam's moments there, back-project with the structure's compensation."""
+    return (SubspaceProjection(structure, refresh_offset), ProjectedAdam(),
+            CompensatedBackProjection(structure.compensation != "fira", structure.compensation))

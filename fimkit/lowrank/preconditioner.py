@@ -1,19 +1,23 @@
-"""``fimkit.derive(LowRankPlusDiagonal(r))``: the structure tracked online with the low-rank pieces.
+"""How ``fimkit.derive`` tracks ``LowRankPlusDiagonal``, per its ``estimator``.
 
-The subspace is maintained by :class:`~fimkit.lowrank.blocks.SubspaceProjection` (tracking and
+``"subspace"`` ([P] Alg 4): the blocks of :func:`~fimkit.lowrank.blocks.subspace_tracking_blocks`
+(Alice, GaLore, Fira: Adam's moments in the subspace, the compensation from the gradient).
+
+``"ema"``: :class:`LowRankPlusDiagonalPreconditioner`. The subspace is maintained by
+:class:`~fimkit.lowrank.blocks.SubspaceProjection` (the structure's refresh: tracking and
 switching, same hyperparameters as Alice); the structure's parameters are EMAs (``betas[1]``)
 of their Thm 5.1 closed forms, ``D = E[sigma^2]`` and ``o = E[||r_j||^2] / (m - r)``, and the
 direction (e.g. derive's momentum, in the full space) is preconditioned by the structure's
-matrix-free ``F~^{-power}``. Alice is the paper's leaner recipe (momentum in the subspace, the
-limiter and ``alpha_c``); this is the plain square-root natural gradient of the structure.
+matrix-free ``F~^{-power}``: the plain square-root natural gradient of the structure.
 """
 
 from __future__ import annotations
 
+from ..optim.blocks import tracking_blocks
 from ..optim.chain import Group, check_betas
 from ..optim.preconditioners import Preconditioner, preconditioner_for
 from ..structures.lowrank import LowRankPlusDiagonal
-from .blocks import SECOND_MOMENTS, SubspaceProjection, effective_rank
+from .blocks import SECOND_MOMENTS, SubspaceProjection, effective_rank, subspace_tracking_blocks
 from .compensation import residual_energy
 from .switching import is_orthonormal_rule
 
@@ -21,11 +25,18 @@ from .switching import is_orthonormal_rule
 class LowRankPlusDiagonalPreconditioner(Preconditioner):
     def __init__(self, structure: LowRankPlusDiagonal):
         self.structure = structure
-        self.subspace = SubspaceProjection()
+        self.subspace = SubspaceProjection(structure)
         self.hyperparameters = {
-            **SubspaceProjection.hyperparameters, "rank": structure.rank, "betas": (0.9, 0.999),
-            "eps": 1e-8, "power": 0.5, "bias_correction": True,
+            **self.subspace.hyperparameters, "betas": (0.9, 0.999), "eps": 1e-8, "power": 0.5, "bias_correction": True,
         }
+
+    @property
+    def refresh_offset(self) -> int:
+        return self.subspace.refresh_offset
+
+    @refresh_offset.setter
+    def refresh_offset(self, offset: int) -> None:
+        self.subspace.refresh_offset = offset
 
     def validate(self, group: Group) -> None:
         self.subspace.validate(group)
@@ -58,3 +69,10 @@ class LowRankPlusDiagonalPreconditioner(Preconditioner):
 @preconditioner_for.register
 def _(structure: LowRankPlusDiagonal) -> Preconditioner:
     return LowRankPlusDiagonalPreconditioner(structure)
+
+
+@tracking_blocks.register
+def _(structure: LowRankPlusDiagonal, refresh_offset: int = 0):
+    if structure.estimator == "subspace":
+        return subspace_tracking_blocks(structure, refresh_offset)
+    return tracking_blocks.dispatch(object)(structure, refresh_offset)

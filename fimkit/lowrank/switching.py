@@ -26,10 +26,7 @@ import torch
 from torch import Tensor
 
 from ..linalg import eigh_descending, qr_complement, subspace_iteration
-
-SWITCH_MODES = ("complement", "full_basis", "gaussian_mix", "gaussian")
-#: how a non-switching basis is chosen: eigenvectors of Qfull, SVD of G, or a random projection
-PROJECTIONS = ("eigen", "svd", "random")
+from ..structures.lowrank import PROJECTIONS, SWITCH_MODES
 
 _MASK63 = (1 << 63) - 1
 

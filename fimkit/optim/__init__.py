@@ -1,4 +1,6 @@
-"""fimkit's named optimizers: each one is a short recipe over the shared blocks.
+"""fimkit's named optimizers: each one is ``fimkit.derive(structure, short recipe)`` in its own
+module (APOLLO and APOLLO-Mini, which are not a Frobenius fit, are ``fimkit.recipe``s over the
+same blocks). ``fimkit optimizers`` prints each declaration as an expression.
 
 Every optimizer here is registered (``registered()``), routed by name
 (``fimkit.build_optimizer(model, "racs")``) and covered by the shared contract tests.
@@ -6,18 +8,21 @@ Every optimizer here is registered (``registered()``), routed by name
 
 from .adafactor import Adafactor
 from .adam import Adam
+from .alice import Alice
+from .alice0 import AliceZero
+from .apollo import APOLLO
+from .apollo_mini import APOLLOMini
 from .chain import Block, ChainOptimizer
-from .registry import get_optimizer, paper_hparams, register, registered
-from .shampoo import Shampoo
-from .soap import SOAP, EigenAdam
-from .muon import Muon
-from .racs import RACS
-from .sinkgd import SinkGD
-from .swan import SWAN
-from .alice import Alice, AliceZero
-from .apollo import APOLLO, APOLLOMini
+from .eigen_adam import EigenAdam
 from .fira import Fira
 from .galore import GaLore
+from .muon import Muon
+from .racs import RACS
+from .registry import get_optimizer, paper_hparams, register, registered
+from .shampoo import Shampoo
+from .sinkgd import SinkGD
+from .soap import SOAP
+from .swan import SWAN
 
 register("adam", Adam)
 register("shampoo", Shampoo)

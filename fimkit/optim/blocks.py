@@ -1,16 +1,22 @@
 """Reusable blocks of update chains (see ``chain.py`` for the protocol).
 
-Each block is the code form of one line of an algorithm in algorithms.md: momentum, the
-structured preconditioned step, the learning rate, a scale, Fira's norm-growth limiter,
-Adafactor's update clipping and relative step size.
+Each block is the code form of one line of an algorithm in algorithms.md: momentum (and Muon's
+Nesterov form), the structured preconditioned step, the learning rate, a scale, Fira's
+norm-growth limiter, Adafactor's update clipping and relative step size, SWAN's row
+standardisation and rescale, Muon's aspect-ratio factor. :func:`tracking_blocks` is what
+``fimkit.derive`` puts between a recipe's ``pre`` and ``post`` blocks for a structure.
 """
 
 from __future__ import annotations
+
+import math
+from functools import singledispatch
 
 import torch
 from torch import Tensor
 
 from ..linalg import norm_growth_limiter
+from ..normalisation import rescale_to_rms, standardize_rows
 from ..structures.base import Structure
 from .chain import Block, Group, ScalarBlock, State, check_betas
 from .preconditioners import Preconditioner, preconditioner_for
@@ -40,14 +46,20 @@ class Momentum(Block):
 
 
 class Precondition(Block):
-    """``Mat(F~^{-power} vec(X))`` with ``F~`` the structure's member tracked from gradients."""
+    """``Mat(F~^{-power} vec(X))`` with ``F~`` the structure's member tracked from gradients
+    (by ``preconditioner_for(structure)``; ``refresh_offset`` shifts its periodic refreshes, see
+    :func:`~fimkit.optim.chain.is_refresh_step`)."""
 
-    needs_step = True
-
-    def __init__(self, structure: Structure, preconditioner: Preconditioner | None = None):
+    def __init__(self, structure: Structure, preconditioner: Preconditioner | None = None,
+                 refresh_offset: int = 0):
         self.structure = structure
         self.preconditioner = preconditioner or preconditioner_for(structure)
+        self.preconditioner.refresh_offset = refresh_offset
         self.hyperparameters = self.preconditioner.hyperparameters
+        self.needs_step = self.preconditioner.needs_step
+
+    def __repr__(self) -> str:
+        return f"Precondition({self.structure!r})"
 
     def validate(self, group: Group) -> None:
         self.preconditioner.validate(group)
@@ -72,6 +84,10 @@ class Scale(ScalarBlock):
     def __init__(self, name: str = "alpha", default: float = 1.0):
         self.name = name
         self.hyperparameters = {name: default}
+
+    def __repr__(self) -> str:
+        default = self.hyperparameters[self.name]
+        return f"Scale({self.name!r})" if default == 1.0 else f"Scale({self.name!r}, {default!r})"
 
     def factor(self, update, state, group, step):
         return group[self.name]
@@ -122,3 +138,46 @@ class RelativeStepSize(Block):
         rho = min(group["lr"], step**-0.5)
         scale = torch.clamp(param.square().mean().sqrt(), min=group["eps2"]) * rho
         return update * -scale
+
+
+class StandardizeRows(Block):
+    """SWAN's GradNorm ([P] Eq 30): every row to zero mean and unit standard deviation."""
+
+    def __call__(self, update, grad, param, state, group, step):
+        return standardize_rows(update)
+
+
+class RescaleToRMS(Block):
+    """SWAN's optional rescale: the direction to root-mean-square entry 1 (norm ``sqrt(mn)``)
+    when ``rescale`` is true, so that ``lr * alpha`` is the per-entry step size."""
+
+    hyperparameters = {"rescale": True}
+
+    def __call__(self, update, grad, param, state, group, step):
+        return rescale_to_rms(update) if group["rescale"] else update
+
+
+class NesterovLookahead(Block):
+    """After ``Momentum``: Muon's Nesterov form ``(1 - b1) G + b1 M`` when ``nesterov``."""
+
+    hyperparameters = {"nesterov": True}
+
+    def __call__(self, update, grad, param, state, group, step):
+        return torch.lerp(grad, update, group["betas"][0]) if group["nesterov"] else update
+
+
+class AspectRatioScale(Block):
+    """Muon's shape factor ``sqrt(max(1, rows / cols))`` of the (untransposed) weight."""
+
+    def __call__(self, update, grad, param, state, group, step):
+        rows, cols = update.shape[-2:]
+        return update * math.sqrt(max(1.0, rows / cols))
+
+
+@singledispatch
+def tracking_blocks(structure: Structure, refresh_offset: int = 0) -> tuple[Block, ...]:
+    """The blocks that track ``structure`` online and precondition the direction with it: one
+    :class:`Precondition` for most structures; a structure whose optimizer state lives in its
+    own coordinates registers its own (``LowRankPlusDiagonal(estimator="subspace")``: project,
+    Adam in the subspace, back-project with the compensation, see ``fimkit.lowrank``)."""
+    return (Precondition(structure, refresh_offset=refresh_offset),)

@@ -8,14 +8,19 @@ does everything else once, for every optimizer: validation with errors that name
 the matrix view of a tensor, transposing tall matrices to the short side, state dtype, the
 non-finite guard (one host sync per param group and step, none per parameter), decoupled weight
 decay, closures, and a ``load_state_dict`` that keeps the saved state dtypes.
+
+Each optimizer class gets a real ``__init__`` signature (its hyperparameters with their defaults,
+for ``help()``, ``inspect`` and tools that build optimizers from keyword arguments), and its
+:meth:`~ChainOptimizer.state_shapes` says what state it keeps for a weight of a given shape.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from itertools import chain
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
@@ -37,7 +42,8 @@ COMMON_HYPERPARAMETERS = {
 
 
 class Block:
-    """One stage of an update chain. Subclasses are small and stateless themselves."""
+    """One stage of an update chain. Subclasses are small and stateless themselves; their
+    ``repr`` is the expression that builds them (``fimkit optimizers`` prints recipes with it)."""
 
     #: hyperparameters (name -> default) this block reads from the param group
     hyperparameters: ClassVar[dict[str, Any]] = {}
@@ -54,6 +60,9 @@ class Block:
     def __call__(self, update: Tensor, grad: Tensor, param: Tensor, state: State, group: Group,
                  step: int) -> Tensor:
         raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 class ScalarBlock(Block):
@@ -84,6 +93,29 @@ def matrix_shape(shape: torch.Size) -> tuple[int, int]:
     return shape[0], math.prod(shape[1:])
 
 
+def is_refresh_step(step: int, interval: int, offset: int = 0) -> bool:
+    """The one rule for every periodic refresh (eigenbasis, projection, fitted preconditioner):
+    at ``t == 1`` and whenever ``t % K == 0`` ([P] Alg 2 and 6-8). ``offset=1`` moves the periodic
+    refreshes one step later, to ``t = K + 1, 2K + 1, ...`` (official GaLore and APOLLO count
+    steps from 0); see DECISIONS.md."""
+    return step == 1 or (step > offset and (step - offset) % int(interval) == 0)
+
+
+def working_shape(m: int, n: int, transpose_to_short_side: bool) -> tuple[int, int, bool]:
+    """``(m, n, transposed)`` of the matrix an optimizer works on for an ``m x n`` weight: its
+    transpose when ``transpose_to_short_side`` and ``m > n`` (algorithms.md §1: the m side gets
+    the Gram)."""
+    transposed = bool(transpose_to_short_side) and m > n
+    return (n, m, True) if transposed else (m, n, False)
+
+
+class StateShape(NamedTuple):
+    """Shape and dtype of one optimizer state tensor."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
 def check_betas(group: Group) -> None:
     b1, b2 = group["betas"]
     if not (0.0 <= b1 < 1.0) or not (0.0 <= b2 <= 1.0):
@@ -102,12 +134,21 @@ class ChainOptimizer(torch.optim.Optimizer):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         known = dict(COMMON_HYPERPARAMETERS)
+        declared_by: dict[str, Block] = {}
         for block in cls.blocks:
-            known.update(block.hyperparameters)
+            for key, value in block.hyperparameters.items():
+                first = declared_by.setdefault(key, block)
+                if known.get(key, value) != value and key not in cls.hyperparameters:
+                    raise TypeError(
+                        f"{cls.__name__}: {first!r} and {block!r} declare hyperparameter {key!r} with different "
+                        f"defaults ({known[key]!r} and {value!r}); give {key}= in the optimizer's own defaults")
+                known.setdefault(key, value)
         unknown = set(cls.hyperparameters) - set(known)
         if unknown:
             raise TypeError(f"{cls.__name__}: default(s) for unknown hyperparameter(s) {sorted(unknown)}; "
                             f"its blocks read {sorted(known)}")
+        if "__init__" not in cls.__dict__:
+            cls.__init__ = _init_with_signature(cls)
         start = len(cls.blocks)
         while start > 0 and isinstance(cls.blocks[start - 1], ScalarBlock):
             start -= 1
@@ -119,9 +160,28 @@ class ChainOptimizer(torch.optim.Optimizer):
     def default_hyperparameters(cls) -> dict[str, Any]:
         defaults = dict(COMMON_HYPERPARAMETERS)
         for block in cls.blocks:
-            defaults.update(block.hyperparameters)
+            for key, value in block.hyperparameters.items():
+                defaults.setdefault(key, value)
         defaults.update(cls.hyperparameters)
         return defaults
+
+    @classmethod
+    def state_shapes(cls, m: int, n: int, *, dtype: torch.dtype = torch.float32,
+                     **hyperparameters: Any) -> dict[str, StateShape]:
+        """``{state key: StateShape(shape, dtype)}`` this optimizer keeps for an ``m x n`` weight
+        (the matrix view of any tensor, see :func:`matrix_shape`) of ``dtype`` with these
+        hyperparameters. Read from the optimizer's own state initialisation on the ``meta``
+        device, so it follows the code (transpose to the short side, ``state_dtype``, options
+        that add or drop state) and allocates nothing, whatever the size; the global random
+        generator is left as it was."""
+        with torch.random.fork_rng(devices=[]):
+            param = torch.nn.Parameter(torch.empty(m, n, dtype=dtype, device="meta"))
+            instance = cls([param], **hyperparameters)
+            group = instance.param_groups[0]
+            rows, cols, _ = working_shape(m, n, group["transpose_to_short_side"])
+            like = torch.empty(rows, cols, dtype=torch.promote_types(dtype, torch.float32), device="meta")
+            state = instance._init_state(rows, cols, like, group, instance._state_dtype(param, group))
+        return {key: StateShape(tuple(value.shape), value.dtype) for key, value in state.items()}
 
     def __init__(self, params, **hyperparameters):
         defaults = self.default_hyperparameters()
@@ -224,9 +284,9 @@ class ChainOptimizer(torch.optim.Optimizer):
         # that is written back once at the end (one rounding to a bf16 parameter, not two).
         weights = p.detach().reshape(m, n).to(compute_dtype)
         param = weights
-        transpose = group["transpose_to_short_side"] and m > n
-        if transpose:
-            grad, param, m, n = grad.mT, param.mT, n, m
+        m, n, transposed = working_shape(m, n, group["transpose_to_short_side"])
+        if transposed:
+            grad, param = grad.mT, param.mT
 
         state = self.state[p]
         if not state:
@@ -277,6 +337,24 @@ class ChainOptimizer(torch.optim.Optimizer):
         parameter's dtype, which would turn float32 state of a bf16 parameter into bf16)."""
         super().load_state_dict(state_dict)
         restore_saved_state_dtypes(self, state_dict)
+
+
+def _init_with_signature(cls: type[ChainOptimizer]):
+    """An ``__init__`` whose signature lists ``cls``'s hyperparameters with their defaults."""
+
+    def __init__(self, params, **hyperparameters):
+        ChainOptimizer.__init__(self, params, **hyperparameters)
+
+    defaults = cls.default_hyperparameters()
+    order = ["lr"] + [k for k in cls.hyperparameters if k != "lr"] + [k for k in defaults if k not in cls.hyperparameters]
+    __init__.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+         inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=defaults[k]) for k in dict.fromkeys(order)])
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__.__doc__ = f"{cls.__name__} over ``params`` (tensors or param groups); every hyperparameter " \
+                       f"can be overridden per param group."
+    return __init__
 
 
 def restore_saved_state_dtypes(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any],

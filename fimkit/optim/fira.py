@@ -5,19 +5,18 @@ limiter (gamma 1.01):
     S = limiter(R diag(||omega_j|| / ||sigma_j||))
     W -= lr * sqrt(1 - b2^t) / (1 - b1^t) * (alpha U omega + S)
 
-As in the official code, ``S`` is not multiplied by ``alpha`` and the bias correction applies to
-the sum. The residual is ``(I - U U^T) G`` (the paper's); the official code subtracts
-``alpha U U^T G`` instead [DECISION]. Defaults: GaLore's ([P] Table 7).
+As in the official code, ``S`` is not multiplied by ``alpha`` (the structure declares
+``compensation="fira"``) and the bias correction applies to the sum. The residual is
+``(I - U U^T) G`` (the paper's); the official code subtracts ``alpha U U^T G`` instead
+[DECISION]. Defaults: GaLore's ([P] Table 7).
 """
 
-from ..lowrank import low_rank_adam_chain
-from .chain import ChainOptimizer
-from .galore import GALORE_DEFAULTS, GALORE_PAPER_HPARAMS
+from dataclasses import replace
 
+from ..derive import derive
+from .galore import GaLore
 
-class Fira(ChainOptimizer):
-    """Fira: GaLore + Fira's norm-ratio compensation + limiter."""
-
-    blocks = low_rank_adam_chain(compensation_scaled_by_alpha=False)
-    hyperparameters = dict(GALORE_DEFAULTS, compensation="fira", alpha_c=1.0, gamma=1.01)
-    paper_hparams = GALORE_PAPER_HPARAMS
+Fira = derive(
+    replace(GaLore.structure, compensation="fira"), name="Fira", doc=__doc__,
+    paper_hparams=GaLore.paper_hparams, **GaLore.declaration.recipe(), alpha_c=1.0, gamma=1.01,
+)

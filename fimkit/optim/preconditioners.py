@@ -5,28 +5,44 @@ A preconditioner owns the statistics of one parameter and maps a direction ``X``
 
 - :class:`StatisticPreconditioner` (any structure, including a user's): EMA (or running sum) of
   ``structure.statistics(G)``, then ``structure.fit`` and ``structure.precondition``. Adam,
-  Shampoo, Adafactor and RACS are this one with different structures and estimators.
-- :class:`EigenbasisPreconditioner` (``EigenvalueCorrected``): its eigenvalues live in a basis
-  refreshed every ``precondition_frequency`` steps, so the statistics are not a plain average.
+  Shampoo and Adafactor are this one with different structures and estimators.
+- :class:`CarriedStatePreconditioner` (any structure that carries state between refits,
+  ``Structure.carried_shapes``, including a user's): the state is refreshed periodically and
+  the statistics are taken in it. ``EigenvalueCorrected`` (SOAP, Eigen-Adam) is this one.
+- The fast paths of ``Kronecker`` members fitted to one gradient at a time:
+  :class:`RowColumnPreconditioner` (``estimator="per_sample"`` with diagonal or identity sides:
+  RACS), :class:`WhiteningPreconditioner` (``"one_sample"`` whitening: SWAN, Muon) and
+  :class:`SinkhornPreconditioner` (``"sinkhorn"`` balancing: SinkGD).
 
-New stateful structures register theirs with ``preconditioner_for.register``.
+A structure with its own tracker registers it with ``preconditioner_for.register`` (as
+``LowRankPlusDiagonal`` does in ``fimkit.lowrank``). Every periodic refresh follows
+:func:`~fimkit.optim.chain.is_refresh_step`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from functools import singledispatch
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from ..linalg import fixed_point_rank1
+from ..normalisation import WHITENING_METHODS, row_column_inverse_sqrt, sinkhorn_normalise, whiten
 from ..structures.base import Structure
-from ..structures.eigen import EigenvalueCorrected
-from .chain import Group, State, check_betas
+from ..structures.factors import DiagonalFactor, Full, Identity
+from ..structures.kronecker import Kronecker
+from .chain import Group, State, check_betas, is_refresh_step
 
 
 class Preconditioner:
     hyperparameters: ClassVar[dict[str, Any]] = {}
+    #: whether it reads the per-parameter step counter
+    needs_step: ClassVar[bool] = True
+    #: shifts periodic refreshes (``is_refresh_step``); set by the ``Precondition`` block
+    refresh_offset: int = 0
 
     def validate(self, group: Group) -> None:
         pass
@@ -44,12 +60,18 @@ def _ema_weight(group: Group, step: int) -> float:
     return step**decay if decay is not None else 1.0 - group["betas"][1]
 
 
+def _check_frequency(group: Group) -> None:
+    if int(group["precondition_frequency"]) < 1:
+        raise ValueError(f"precondition_frequency must be >= 1, got {group['precondition_frequency']}")
+
+
 class StatisticPreconditioner(Preconditioner):
     """EMA of the structure's statistics -> fitted member -> preconditioned direction.
 
     ``accumulate=True`` sums instead (Shampoo, AdaGrad); ``stat_init`` starts the statistics at
     that multiple of the structure's identity statistics (Shampoo's ``L = eps I``);
-    ``precondition_frequency`` refits every K steps and reuses the fitted member in between.
+    ``precondition_frequency`` refits at the refresh steps only and reuses the fitted member in
+    between.
     """
 
     hyperparameters = {
@@ -66,8 +88,7 @@ class StatisticPreconditioner(Preconditioner):
             raise ValueError(f"eps must be >= 0, got {group['eps']}")
         if not group["power"] > 0:
             raise ValueError(f"power must be > 0, got {group['power']}")
-        if int(group["precondition_frequency"]) < 1:
-            raise ValueError(f"precondition_frequency must be >= 1, got {group['precondition_frequency']}")
+        _check_frequency(group)
 
     def _cached_keys(self, m: int, n: int) -> dict[str, tuple[int, ...]]:
         return {f"fit_{k}": s.shape for k, s in self.structure.parameter_spec(m, n).items()}
@@ -102,71 +123,210 @@ class StatisticPreconditioner(Preconditioner):
         if frequency == 1:
             params = self.structure.fit(stats, m, n)
         else:
-            if (step - 1) % frequency == 0:
+            if is_refresh_step(step, frequency, self.refresh_offset):
                 for key, value in self.structure.fit(stats, m, n).items():
                     state[f"fit_{key}"].copy_(value)
             params = {k[len("fit_"):]: v for k, v in state.items() if k.startswith("fit_")}
         return self.structure.precondition(params, update, group["power"], group["eps"])
 
 
-class EigenbasisPreconditioner(Preconditioner):
-    """[P] Alg 6 (SOAP) and Alg 7 (Eigen-Adam) for ``EigenvalueCorrected``.
+class CarriedStatePreconditioner(Preconditioner):
+    """A structure that carries state between refits (``Structure.carried_shapes``), e.g. an
+    eigenbasis: [P] Alg 6 (SOAP) and Alg 7 (Eigen-Adam) for ``EigenvalueCorrected``.
 
-    Gram matrices of the rotated sides are EMAs with ``shampoo_beta`` (the paper's b3); their
-    eigenvectors are recomputed at step 1 and every ``precondition_frequency`` (K) steps; the
-    eigenvalues ``v`` are an EMA (b2) of the squared gradient in the current basis. The
-    direction (the momentum, kept in the original space) is rotated in, divided by
-    ``sqrt(v) + eps`` and rotated back.
+    Each step: the statistics a refresh reads (``structure.statistics(G)``, e.g. the Gram
+    matrices) are an EMA with ``shampoo_beta`` (the paper's b3); at the refresh steps
+    (``precondition_frequency`` = K) ``structure.refresh`` recomputes the carried state from
+    them; ``d``, the second moment of the gradient's ``structure.coordinates`` in the carried
+    state, is an EMA with ``betas[1]``; ``structure.fit`` of all of it preconditions the
+    direction (e.g. the momentum, kept in the original space).
     """
 
     hyperparameters = {
-        "betas": (0.95, 0.95), "eps": 1e-8, "shampoo_beta": 0.95, "precondition_frequency": 10,
+        "betas": (0.9, 0.999), "eps": 1e-8, "shampoo_beta": 0.95, "precondition_frequency": 10,
         "bias_correction": True,
     }
 
-    def __init__(self, structure: EigenvalueCorrected):
+    def __init__(self, structure: Structure):
         self.structure = structure
 
     def validate(self, group: Group) -> None:
         check_betas(group)
         if not 0.0 <= group["shampoo_beta"] < 1.0:
             raise ValueError(f"shampoo_beta must be in [0, 1), got {group['shampoo_beta']}")
-        if int(group["precondition_frequency"]) < 1:
-            raise ValueError(f"precondition_frequency must be >= 1, got {group['precondition_frequency']}")
+        _check_frequency(group)
 
     def init_state(self, m, n, like, group):
-        shapes = self.structure.statistic_shapes(m, n)
-        state = {f"fisher_{k}": like.new_zeros(s) for k, s in shapes.items()}
-        for key in state:
-            if key.endswith("_basis"):
-                state[key] = torch.eye(state[key].shape[0], dtype=like.dtype, device=like.device)
+        state = {f"fisher_{k}": like.new_zeros(s) for k, s in self.structure.statistic_shapes(m, n).items()}
+        for key, value in self.structure.initial_carried(m, n, like).items():
+            state[f"fisher_{key}"] = value
         return state
 
     def __call__(self, update, grad, state, group, step):
-        structure = self.structure
-        grams = {}
-        for name, sample in structure.gram_statistics(grad).items():
-            state[f"fisher_{name}"].lerp_(sample, 1 - group["shampoo_beta"])
-            grams[name] = state[f"fisher_{name}"]
-        if step == 1 or step % int(group["precondition_frequency"]) == 0:
-            for name, basis in structure.bases_from_grams(grams).items():
-                state[f"fisher_{name}"].copy_(basis)
-        bases = {k[len("fisher_"):]: v for k, v in state.items() if k.endswith("_basis")}
+        structure, (m, n) = self.structure, grad.shape
+        stats = {}
+        for name, sample in structure.statistics(grad).items():
+            stats[name] = state[f"fisher_{name}"].lerp_(sample, 1 - group["shampoo_beta"])
+        carried = {k: state[f"fisher_{k}"] for k in structure.carried_shapes(m, n)}
+        if is_refresh_step(step, group["precondition_frequency"], self.refresh_offset):
+            for name, value in structure.refresh(stats, carried, grad, step).items():
+                carried[name].copy_(value)
 
-        rotated = structure.rotate(grad, bases)
+        coordinates = structure.coordinates(grad, carried)
         d = state["fisher_d"]
-        d.mul_(group["betas"][1]).addcmul_(rotated, rotated, value=1 - group["betas"][1])
+        d.mul_(group["betas"][1]).addcmul_(coordinates, coordinates, value=1 - group["betas"][1])
         if group["bias_correction"]:
             d = d / (1 - group["betas"][1] ** step)
-        return structure.precondition({"d": d, **bases}, update, 0.5, group["eps"])
+        return structure.precondition(structure.fit({**stats, **carried, "d": d}, m, n), update, 0.5, group["eps"])
+
+
+class RowColumnPreconditioner(Preconditioner):
+    """RACS's preconditioner ([P] Alg 1, lines 5-8): ``X / sqrt(q s^T)`` with EMAs of q and s.
+
+    Each step the structure's one-sample estimate (for ``RowColumn(estimator="per_sample")``:
+    ``fixed_point_iters`` steps of Eq 16 on ``G*G`` from ``q = 1``) gives ``(q1, s1)``; the state
+    ``q`` (rows) and ``s`` (columns) follow ``EMA_beta`` of them from zero, without bias
+    correction ([P] Alg 1). ``ema=False`` uses ``q1, s1`` directly ([P] Fig 5e ablation).
+    ``eps`` is relative to ``mean(q s^T)`` (see :func:`row_column_inverse_sqrt`).
+    ``bias_correction=True`` (not in the paper) divides q and s by ``1 - beta^t``, i.e. scales
+    the direction by ``1 - beta^t``; it keeps ``beta^t`` in the state (one more number) instead
+    of a step counter.
+
+    Works for any per-sample ``Kronecker`` whose sides are ``DiagonalFactor`` or ``Identity``:
+    ``Kronecker(Identity(), DiagonalFactor(), estimator="per_sample")`` pins ``q`` to a
+    constant, which is column normalisation ([P] App E.1).
+    """
+
+    hyperparameters = {"beta": 0.9, "ema": True, "eps": 1e-8, "bias_correction": False,
+                       "fixed_point_iters": 5}
+    needs_step = False
+
+    def __init__(self, structure: Kronecker):
+        self.structure = structure
+        self.hyperparameters = {**self.hyperparameters, "fixed_point_iters": structure.fixed_point_iters}
+
+    def validate(self, group: Group) -> None:
+        if not 0.0 <= group["beta"] < 1.0:
+            raise ValueError(f"beta (EMA of the row and column scales) must be in [0, 1), got {group['beta']}")
+        if not group["eps"] >= 0:
+            raise ValueError(f"eps must be >= 0, got {group['eps']}")
+        if int(group["fixed_point_iters"]) < 1:
+            raise ValueError(f"fixed_point_iters must be >= 1, got {group['fixed_point_iters']}")
+
+    def init_state(self, m, n, like, group):
+        shapes = self.structure.statistic_shapes(m, n)
+        state = {"q": like.new_zeros(shapes["rows"]),
+                 "s": like.new_zeros(shapes["cols"])}
+        if group["bias_correction"] and group["ema"]:
+            state["beta_power"] = like.new_ones(())
+        return state
+
+    def _structure(self, group: Group) -> Kronecker:
+        iters = int(group["fixed_point_iters"])
+        if iters == self.structure.fixed_point_iters:
+            return self.structure
+        return dataclasses.replace(self.structure, fixed_point_iters=iters)
+
+    def _one_sample_scales(self, grad: Tensor, group: Group):
+        """``(q1, s1, G*G or None)``: the structure's per-sample fit of this gradient."""
+        if self.structure.rows == DiagonalFactor() and self.structure.cols == DiagonalFactor():
+            # RowColumn: Eq 16 on G*G directly (the structure's generic path costs two more
+            # passes over the m x n moment, a third of RACS's step)
+            square = grad * grad
+            s1, q1 = fixed_point_rank1(square, int(group["fixed_point_iters"]))
+            return q1, s1, square
+        sample = self._structure(group).statistics(grad)
+        return sample["rows"], sample["cols"], None
+
+    def __call__(self, update, grad, state, group, step):
+        q1, s1, scratch = self._one_sample_scales(grad, group)
+        weight = 1.0 - group["beta"] if group["ema"] else 1.0
+        q, s = state["q"], state["s"]
+        q.lerp_(q1, weight)
+        s.lerp_(s1, weight)
+        # (q s^T)^{-1/2} * X, computed in the G*G buffer when there is one (no new m x n tensor)
+        inverse_sqrt = row_column_inverse_sqrt(q, s, group["eps"], out=scratch)
+        direction = inverse_sqrt.mul_(update) if inverse_sqrt.shape == update.shape else inverse_sqrt * update
+        if "beta_power" in state:
+            beta_power = state["beta_power"]
+            beta_power.mul_(group["beta"])
+            direction = direction * (1 - beta_power)
+        return direction
+
+
+class WhiteningPreconditioner(Preconditioner):
+    """The whitening member fitted to the direction alone ([P] Prop 2 with one sample):
+    ``(X X^T)^{-1/2} X``, the polar factor: SWAN's GradWhitening ([P] Eq 31) and Muon's
+    orthogonalisation. With ``keep_constants`` the FIM view's factor ``sqrt(n)`` (``sqrt(m)``
+    for a column-side structure) multiplies it; SWAN and Muon omit it ([P] App E.5).
+
+    ``whitening`` picks the method of :func:`fimkit.normalisation.whiten` (``"eigh"`` exact,
+    ``"newton_schulz"`` SWAN's coupled iteration with ``ns_steps`` and ``ns_step_size``,
+    ``"newton_schulz5"`` Muon's quintic iteration with ``ns_steps``). Stateless.
+    """
+
+    hyperparameters = {"whitening": "eigh", "ns_steps": 20, "ns_step_size": 0.5}
+    needs_step = False
+
+    def __init__(self, structure: Kronecker):
+        self.structure = structure
+
+    def validate(self, group: Group) -> None:
+        if group["whitening"] not in WHITENING_METHODS:
+            raise ValueError(f"whitening must be one of {WHITENING_METHODS}, got {group['whitening']!r}")
+        if int(group["ns_steps"]) < 1:
+            raise ValueError(f"ns_steps must be >= 1, got {group['ns_steps']}")
+        if not 0 < group["ns_step_size"] < 1:
+            raise ValueError(f"ns_step_size must be in (0, 1), got {group['ns_step_size']}")
+
+    def init_state(self, m, n, like, group):
+        return {}
+
+    def __call__(self, update, grad, state, group, step):
+        out = whiten(update, group["whitening"], int(group["ns_steps"]), group["ns_step_size"])
+        if self.structure.keep_constants:
+            out = out * math.sqrt(update.shape[-1] if isinstance(self.structure.rows, Full) else update.shape[-2])
+        return out
+
+
+class SinkhornPreconditioner(Preconditioner):
+    """The ``RowColumn`` member that balances the direction alone (SinkGD, arXiv 2502.06742):
+    ``sinkhorn_iters`` rounds of SR-Sinkhorn, rows to l2 norm ``sqrt(n)`` and then columns to
+    ``sqrt(m)``; every iterate is ``X / sqrt(q s^T)`` for positive ``q``, ``s``. Stateless."""
+
+    hyperparameters = {"sinkhorn_iters": 5}
+    needs_step = False
+
+    def __init__(self, structure: Kronecker):
+        self.structure = structure
+
+    def validate(self, group: Group) -> None:
+        if int(group["sinkhorn_iters"]) < 1:
+            raise ValueError(f"sinkhorn_iters must be >= 1, got {group['sinkhorn_iters']}")
+
+    def init_state(self, m, n, like, group):
+        return {}
+
+    def __call__(self, update, grad, state, group, step):
+        return sinkhorn_normalise(update, int(group["sinkhorn_iters"]))
 
 
 @singledispatch
 def preconditioner_for(structure: Structure) -> Preconditioner:
     """The online preconditioner that tracks ``structure`` (dispatch on its type)."""
+    if type(structure).carried_shapes is not Structure.carried_shapes:
+        return CarriedStatePreconditioner(structure)
     return StatisticPreconditioner(structure)
 
 
 @preconditioner_for.register
-def _(structure: EigenvalueCorrected) -> Preconditioner:
-    return EigenbasisPreconditioner(structure)
+def _(structure: Kronecker) -> Preconditioner:
+    estimator = structure.resolved_estimator
+    diagonal_sides = all(isinstance(side, (DiagonalFactor, Identity)) for side in (structure.rows, structure.cols))
+    if estimator == "per_sample" and diagonal_sides:
+        return RowColumnPreconditioner(structure)
+    if estimator == "one_sample":
+        return WhiteningPreconditioner(structure)
+    if estimator == "sinkhorn":
+        return SinkhornPreconditioner(structure)
+    return StatisticPreconditioner(structure)

@@ -10,12 +10,31 @@ dataclass and implement the two *family* methods:
 That is enough for ``fimkit.solve`` (generic numerical Frobenius minimisation) and for
 ``fimkit.derive`` on small weights (the optimizer then tracks the dense Fisher). Built-in
 structures, and user structures that want to scale, also override the *fast paths*:
-closed forms (``fit_fim``), online statistics (``statistics``/``fit``) and a matrix-free
-``precondition``. Structures know nothing of torch.optim.
+closed forms (``fit_fim``), online statistics (``statistic_shapes``/``statistics``/``fit``) and
+a matrix-free ``precondition``.
+
+A structure whose member depends on state *carried between refits* (an eigenbasis, a tracked
+subspace) declares it with the **carried-state hook**, and ``fimkit.derive`` then tracks it with
+no optimizer code of its own (``CarriedStatePreconditioner``):
+
+- ``carried_shapes(m, n)``: the carried tensors (``{}``, the default, for every other structure),
+  started by ``initial_carried``;
+- ``statistics(grad)``: what a refresh reads, averaged over steps (e.g. Gram matrices);
+- ``refresh(stats, carried, grad, step)``: the new carried state, at the refresh steps only
+  (``t == 1`` and every ``K`` steps);
+- ``coordinates(grad, carried)``: the gradient in the carried state; the optimizer keeps ``d``,
+  the EMA of their squares;
+- ``fit(stats, m, n)``: the member from the statistics, the carried state and ``d``.
+
+``statistic_shapes`` lists all of it (the statistics, the carried state and ``d``).
+``EigenvalueCorrected`` (SOAP) is tracked this way; ``LowRankPlusDiagonal`` implements the same
+hook and registers a tracker that keeps its statistics in its subspace (``fimkit.lowrank``).
+Structures know nothing of torch.optim.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -68,6 +87,23 @@ class Structure:
     solver: ClassVar[str] = "generic"
     #: whether the structure needs a 2-D weight (False: vectors are treated as 1 x n).
     matrix_only: ClassVar[bool] = True
+    #: fields printed positionally by the built-in structures' compact ``repr``
+    positional_fields: ClassVar[tuple[str, ...]] = ()
+
+    def compact_repr(self, name: str | None = None, omit: tuple[str, ...] = ()) -> str:
+        """The expression that builds this structure: its positional fields, then the fields that
+        differ from their defaults (the built-in structures' ``repr``); ``name`` and ``omit`` for
+        an alias that fixes some fields."""
+        args = []
+        for f in dataclasses.fields(self):
+            if not f.init or f.name in omit:
+                continue
+            value = getattr(self, f.name)
+            if f.name in self.positional_fields:
+                args.append(repr(value))
+            elif f.default is dataclasses.MISSING or value != f.default:
+                args.append(f"{f.name}={value!r}")
+        return f"{name or type(self).__name__}({', '.join(args)})"
 
     # ----------------------------------------------------------------- the family (required)
     def parameter_spec(self, m: int, n: int) -> dict[str, ParamSpec]:
@@ -156,6 +192,27 @@ class Structure:
         """Identity-like values of the statistics, to start accumulators at ``c * prior``
         (Shampoo's ``L = eps I``). Empty: start at zero."""
         return {}
+
+    # ------------------------------------------- the carried-state hook (stateful structures)
+    def carried_shapes(self, m: int, n: int) -> dict[str, tuple[int, ...]]:
+        """State carried between refits (name -> shape), recomputed only by :meth:`refresh`;
+        ``{}``: the member is a function of averaged statistics alone (the default)."""
+        return {}
+
+    def initial_carried(self, m: int, n: int, like: Tensor) -> Params:
+        """The carried state before the first refresh (default: zeros, like ``like``)."""
+        return {name: like.new_zeros(shape) for name, shape in self.carried_shapes(m, n).items()}
+
+    def refresh(self, stats: dict[str, Tensor], carried: Params, grad: Tensor, step: int) -> Params:
+        """The new carried state at refresh step ``step``, from the running ``statistics`` (this
+        step's included), the current carried state and gradient. Only structures that declare
+        :meth:`carried_shapes` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} declares carried state but no refresh()")
+
+    def coordinates(self, grad: Tensor, carried: Params) -> Tensor:
+        """The gradient expressed in the carried state (e.g. ``U^T G V``); the optimizer keeps the
+        EMA of its square as the statistic ``d``. Only structures with carried state implement it."""
+        raise NotImplementedError(f"{type(self).__name__} declares carried state but no coordinates()")
 
     def state_numel(self, m: int, n: int) -> int:
         """Elements of optimizer state this structure's statistics need for an m x n weight."""

@@ -11,6 +11,9 @@ solver can optimise it too, which measures what that round leaves on the table.
 - ``EigenvalueCorrected(Kronecker(Full(), Full()))``: SOAP.
 - ``EigenvalueCorrected(Kronecker(Identity(), Identity()))``: ``Diagonal`` (Adam).
 
+Online, the eigenbases are the structure's carried state (the carried-state hook of
+``Structure``): the Gram matrices are averaged every step, the bases refreshed from them every
+``K`` steps, and ``D`` is the average of the squared gradient in the current bases.
 Preconditioning adds ``eps`` outside the root, as Adam and SOAP do.
 """
 
@@ -30,12 +33,14 @@ from .kronecker import Kronecker, kronecker_moment, kronecker_moment_of_fim
 SIDES = ("rows", "cols")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class EigenvalueCorrected(Structure):
     """Diagonal in the (Kronecker) eigenbasis of ``basis``."""
 
     basis: Kronecker = Kronecker(Full(), Full())
     solver: ClassVar[str] = "closed form (eigenvalues, given the basis)"
+    positional_fields: ClassVar[tuple[str, ...]] = ("basis",)
+    __repr__ = Structure.compact_repr
 
     def __post_init__(self):
         if not isinstance(self.basis, Kronecker):
@@ -45,8 +50,8 @@ class EigenvalueCorrected(Structure):
         """Sides whose basis is learned (``Full``); the others keep the standard basis."""
         return tuple(side for side in SIDES if isinstance(getattr(self.basis, side), Full))
 
-    def gram_statistics(self, grad: Tensor) -> dict[str, Tensor]:
-        """``G G^T`` and/or ``G^T G`` for the rotated sides."""
+    def statistics(self, grad: Tensor) -> dict[str, Tensor]:
+        """``G G^T`` and/or ``G^T G`` for the rotated sides: what a refresh of the bases reads."""
         stats = {}
         if "rows" in self.rotated_sides():
             stats["rows_gram"] = kronecker_moment(Full(), Identity(), grad)
@@ -124,14 +129,24 @@ class EigenvalueCorrected(Structure):
             shapes[f"{side}_basis"] = (k, k)
         return shapes
 
-    def statistics(self, grad: Tensor) -> dict[str, Tensor]:
-        raise NotImplementedError(
-            "EigenvalueCorrected is tracked by a stateful preconditioner (its eigenvalues live in a "
-            "basis that is refreshed every K steps); use fimkit.derive or fimkit.optim.SOAP/EigenAdam"
-        )
+    def carried_shapes(self, m: int, n: int) -> dict[str, tuple[int, ...]]:
+        sizes = {"rows": m, "cols": n}
+        return {f"{side}_basis": (sizes[side], sizes[side]) for side in self.rotated_sides()}
+
+    def initial_carried(self, m: int, n: int, like: Tensor) -> Params:
+        return {name: torch.eye(shape[0], dtype=like.dtype, device=like.device)
+                for name, shape in self.carried_shapes(m, n).items()}
+
+    def refresh(self, stats: dict[str, Tensor], carried: Params, grad: Tensor, step: int) -> Params:
+        """The eigenbases of the averaged Gram matrices ([P] Alg 6/7)."""
+        return self.bases_from_grams(stats)
+
+    def coordinates(self, grad: Tensor, carried: Params) -> Tensor:
+        return self.rotate(grad, carried)
 
     def fit(self, stats: dict[str, Tensor], m: int, n: int) -> Params:
-        return self.statistics(None)  # same explanation
+        """Given the bases, the eigenvalues are the averaged squared coordinates ``d``."""
+        return {"d": stats["d"], **{name: stats[name] for name in self.carried_shapes(m, n)}}
 
     def precondition(self, params: Params, grad: Tensor, power: float = 0.5, eps: float = 0.0) -> Tensor:
         d = params["d"]

@@ -21,8 +21,16 @@ optimum):
   paper's Shampoo update does.
 - ``"per_sample"``: the rank-1 solve on each single gradient (``fixed_point_iters`` steps of the
   fixed point from ones), then EMA of the factors: RACS ([P] Alg 1).
+- ``"one_sample"``: the member fitted to the current direction alone, no state: for
+  ``Kronecker(Full(), Identity())`` (or its transpose) the whitening ``(X X^T)^{-1/2} X`` of
+  [P] Prop 2 with one sample (SWAN, Muon; ``keep_constants=False`` drops its ``sqrt(n)``).
+- ``"sinkhorn"``: for ``RowColumn``, the member that balances the current direction (rows to
+  norm sqrt(n), columns to sqrt(m), SinkGD); a matrix-balancing fit, not a Frobenius one.
 - ``"auto"``: ``"exact"`` when its state is small (a side is Identity, or both are diagonal),
   else ``"bound"``.
+
+The one-gradient estimators (``one_sample``, ``sinkhorn``) keep no statistics; optimizers fit
+them to each direction (``fimkit.optim.preconditioners``).
 
 ``precondition`` adds ``eps`` to the eigenvalues of the *product* ``kron(A, B)`` (for RACS:
 ``G / sqrt(q s^T + eps)``, as [P] Alg 1 prescribes), never to each factor separately.
@@ -31,6 +39,7 @@ optimum):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -39,7 +48,9 @@ from ..linalg import fixed_point_rank1, inverse_power
 from .base import Params, ParamSpec, Structure
 from .factors import DiagonalFactor, FactorFamily, Full, Identity
 
-ESTIMATORS = ("auto", "exact", "marginal", "bound", "per_sample")
+ESTIMATORS = ("auto", "exact", "marginal", "bound", "per_sample", "one_sample", "sinkhorn")
+#: estimators fitted to one direction at a time, with no averaged statistics
+ONE_GRADIENT_ESTIMATORS = ("one_sample", "sinkhorn")
 
 
 def _subscripts(rows: FactorFamily, cols: FactorFamily) -> tuple[str, str, str]:
@@ -112,7 +123,7 @@ def normalise_split(rows, cols, a: Tensor, b: Tensor, m: int, n: int) -> tuple[T
     return a * c, b / c
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Kronecker(Structure):
     """``F~ = kron(A, B)`` with ``A`` from the ``rows`` family and ``B`` from the ``cols`` family."""
 
@@ -121,6 +132,12 @@ class Kronecker(Structure):
     estimator: str = "auto"
     fixed_point_iters: int = 5
     keep_constants: bool = True
+    positional_fields: ClassVar[tuple[str, ...]] = ("rows", "cols")
+
+    def __repr__(self) -> str:
+        if type(self.rows) is DiagonalFactor and type(self.cols) is DiagonalFactor:
+            return self.compact_repr("RowColumn", omit=("rows", "cols"))
+        return self.compact_repr()
 
     def __post_init__(self):
         for side in ("rows", "cols"):
@@ -131,6 +148,13 @@ class Kronecker(Structure):
                 )
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        sides = {type(self.rows), type(self.cols)}
+        if self.estimator == "one_sample" and sides != {Full, Identity}:
+            raise ValueError("estimator='one_sample' is the one-gradient whitening: it needs one Full and one "
+                             f"Identity side, got {self!r}")
+        if self.estimator == "sinkhorn" and sides != {DiagonalFactor}:
+            raise ValueError(f"estimator='sinkhorn' balances rows and columns: it needs two DiagonalFactor sides, "
+                             f"got {self!r}")
 
     @property
     def solver(self) -> str:  # type: ignore[override]
@@ -196,6 +220,8 @@ class Kronecker(Structure):
     # -------------------------------------------------------------- online estimation
     def statistic_shapes(self, m: int, n: int) -> dict[str, tuple[int, ...]]:
         estimator = self.resolved_estimator
+        if estimator in ONE_GRADIENT_ESTIMATORS:
+            return {}
         if estimator == "exact":
             return {"moment": self.rows.moment_shape(m) + self.cols.moment_shape(n)}
         if estimator == "per_sample":
@@ -203,6 +229,8 @@ class Kronecker(Structure):
         return {"rows": self.rows.moment_shape(m), "cols": self.cols.moment_shape(n)}
 
     def statistics_prior(self, m: int, n: int, dtype=torch.float32) -> dict[str, Tensor]:
+        if self.resolved_estimator in ONE_GRADIENT_ESTIMATORS:
+            return {}
         a, b = self.rows.identity(m, dtype), self.cols.identity(n, dtype)
         if self.resolved_estimator == "exact":
             return {"moment": torch.tensordot(a, b, dims=0)}
@@ -211,6 +239,8 @@ class Kronecker(Structure):
     def statistics(self, grad: Tensor) -> dict[str, Tensor]:
         m, n = grad.shape[-2:]
         estimator = self.resolved_estimator
+        if estimator in ONE_GRADIENT_ESTIMATORS:
+            return {}
         if estimator == "exact":
             return {"moment": kronecker_moment(self.rows, self.cols, grad)}
         if estimator == "per_sample":
@@ -224,6 +254,9 @@ class Kronecker(Structure):
 
     def fit(self, stats: dict[str, Tensor], m: int, n: int) -> Params:
         estimator = self.resolved_estimator
+        if estimator in ONE_GRADIENT_ESTIMATORS:
+            raise ValueError(f"estimator={estimator!r} keeps no statistics: the member is fitted to each direction "
+                             f"(fimkit.optim.preconditioners), or use fimkit.solve for a batch of gradients")
         if estimator == "exact":
             a, b = rank1_factors(self.rows, self.cols, stats["moment"], m, n)
             a, b = normalise_split(self.rows, self.cols, a, b, m, n)

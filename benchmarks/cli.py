@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 
 from experiments.runtime import keep_freed_memory
-from fimkit.memory import PAPER_MODELS, print_table3
 from fimkit.optim import registered
 
 from .machine import describe_machine
+from .paper_tables import PAPER_MODELS, print_table3
 from .step_time import fimkit_candidate, format_results, measure, model_matrix_shapes, torch_adam
 
 DEFAULT_OPTIMIZERS = ("racs", "alice", "alice0")

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fimkit.memory import PAPER_MODELS, optimizer_state_numel, state_bytes
+from fimkit.memory import optimizer_state_numel, state_bytes
 from fimkit.optim import registered
 from fimkit.optim.chain import ChainOptimizer
 
 from .machine import peak_rss, peak_rss_tracking, reset_peak_rss
+from .paper_tables import PAPER_MODELS
 
 Build = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 

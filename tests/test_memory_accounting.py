@@ -1,6 +1,7 @@
 """Memory accounting (issue 4 item 6; algorithms.md §5 H): per-parameter state from each
-optimizer's own initialisation against the spec formulas written here, and [P] Table 3
-reproduced from the paper's model configs without allocating weights."""
+optimizer's own ``state_shapes`` against the spec formulas written here, and [P] Table 3
+(``benchmarks/paper_tables.py``) reproduced from the paper's model configs without allocating
+weights."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import math
 import pytest
 import torch
 
-from fimkit.memory import (ALICE_TRACKING_IN_FP32, PAPER_MODELS, PAPER_TABLE3, counted_state,
-                           optimizer_state_numel, paper_table3, predicted_state, state_numel)
+from benchmarks.paper_tables import (ALICE_TRACKING_IN_FP32, PAPER_MODELS, PAPER_TABLE3, STATE_FORMULAS,
+                                     formula_state, paper_table3)
+from fimkit.memory import counted_state, optimizer_state_numel, predicted_state, state_numel
 from fimkit.optim import registered
 
 SHAPES = [(3, 5), (5, 3), (8, 20), (20, 8)]
@@ -42,8 +44,6 @@ FORMULA_NAMES = ["adam", "eigen_adam", "soap", "racs", "galore", "fira", "alice"
 @pytest.mark.parametrize("name", FORMULA_NAMES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_memory_predicted_state_matches_spec_formula(name, shape):
-    if name not in registered():
-        pytest.skip(f"{name!r} is not registered yet (fimkit.optim.registered())")
     cls = registered()[name]
     options = {"rank": RANK} if "rank" in cls.default_hyperparameters() else {}
     assert optimizer_state_numel(name, shape, **options) == spec_formula(name, shape)
@@ -51,8 +51,6 @@ def test_memory_predicted_state_matches_spec_formula(name, shape):
 
 @pytest.mark.parametrize("name", ["racs", "adam", "muon", "soap", "alice"])
 def test_memory_predicted_state_equals_the_state_a_real_step_allocates(name):
-    if name not in registered():
-        pytest.skip(f"{name!r} is not registered yet")
     cls = registered()[name]
     options = {"rank": RANK} if "rank" in cls.default_hyperparameters() else {}
     param = torch.nn.Parameter(torch.randn(5, 3))
@@ -115,3 +113,38 @@ def test_memory_table3_covers_every_method_of_the_paper():
     assert [row.label for row in PAPER_TABLE3] == ["Adam", "GaLore", "Fira", "Apollo-mini", "Apollo-svd",
                                                    "RACS", "Alice-0", "Alice"]
     assert len(paper_table3()) == 8 * 4 * 2
+
+
+def test_memory_paper_formulas_use_the_registered_names():
+    assert set(STATE_FORMULAS) <= set(registered())
+    assert {row.name for row in PAPER_TABLE3} <= set(registered())
+
+
+@pytest.mark.parametrize("name", ["adam", "racs", "galore", "alice", "alice0", "muon", "swan"])
+def test_memory_paper_formula_totals_equal_the_registered_state(name):
+    """The paper's formulas (the m side is the short one) and the optimizers' own state_shapes
+    count the same elements for wide and tall weights, up to the limiter's scalar."""
+    for shape in ((64, 96), (96, 64)):
+        rank = 8 if "rank" in registered()[name].default_hyperparameters() else None
+        options = {"rank": rank} if rank else {}
+        ours = optimizer_state_numel(name, shape, **options)
+        formula = sum(formula_state(name, shape, rank).values())
+        assert ours == formula, (name, shape, ours, formula)
+
+
+def test_memory_matrix_only_optimizer_refuses_to_predict_state_for_a_vector():
+    with pytest.raises(ValueError, match="2-D"):
+        predicted_state("racs", (7,))
+    assert optimizer_state_numel("adam", (7,)) == 14
+
+
+def test_state_shapes_is_public_and_follows_the_transpose_rule():
+    from fimkit.optim import RACS
+
+    tall = RACS.state_shapes(8, 5)
+    assert tall["q"].shape == (5,) and tall["s"].shape == (8,) and tall["q"].dtype == torch.float32
+    kept = RACS.state_shapes(8, 5, transpose_to_short_side=False, dtype=torch.float64)
+    assert kept["q"] == ((8,), torch.float64) and kept["s"].shape == (5,)
+    before = torch.random.get_rng_state()
+    registered()["alice"].state_shapes(64, 96, rank=8)  # draws a switch seed, on a forked generator
+    assert torch.equal(before, torch.random.get_rng_state())

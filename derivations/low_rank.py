@@ -123,10 +123,8 @@ def random_basis(m: int, r: int, seed: int) -> torch.Tensor:
 
 
 def library_structure(rank: int):
-    try:
-        from fimkit.structures import LowRankPlusDiagonal
-    except ImportError:
-        return None
+    from fimkit.structures import LowRankPlusDiagonal
+
     return LowRankPlusDiagonal(rank)
 
 
@@ -145,10 +143,6 @@ def check(structure=None) -> list[checks.CheckResult]:
 
 def library_check(structure=None) -> list[checks.CheckResult]:
     name = "fimkit.structures.LowRankPlusDiagonal"
-    if structure is None and library_structure(1) is None:
-        return [checks.skipped(f"{name} against Thm 5.1", "fimkit",
-                               f"{name} is not importable yet: Thm 5.1 was checked against the numerical "
-                               "minimisation only")]
     for index, (m, n, samples, fim) in enumerate(checks.instances(((3, 2), (4, 3), (3, 4)))):
         rank = 1 + index % 2 if m > 2 else 1
         s = structure if structure is not None else library_structure(rank)

@@ -10,8 +10,6 @@ import torch
 # threads only contend (a 20x slowdown was measured on a loaded 2-core machine).
 torch.set_num_threads(1)
 
-SHAPES = [(2, 3), (3, 4), (4, 3), (3, 5)]
-
 
 def gradient_samples(m: int, n: int, k: int = 6, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
@@ -34,6 +32,23 @@ def run_updates(optimizer_class, grads, **hparams):
         optimizer.step()
         changes.append(param.detach() - before)
     return changes, optimizer, param
+
+
+def fit_quadratic(optimizer_class, shape, steps=30, target_seed=0, dtype=torch.float64, **hparams):
+    """Minimise ``||W - T||^2 / 2`` from ``W = 0`` (``T`` seeded); returns the loss before each
+    step, the optimizer and the weight."""
+    gen = torch.Generator().manual_seed(target_seed)
+    target = torch.randn(shape, generator=gen, dtype=dtype)
+    weight = torch.nn.Parameter(torch.zeros(shape, dtype=dtype))
+    optimizer = optimizer_class([weight], **hparams)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = 0.5 * (weight - target).square().sum()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses, optimizer, weight
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import fit_quadratic
 from fimkit.optim import Alice
 
 F64 = torch.float64
@@ -76,17 +77,8 @@ def test_gaussian_switch_modes_compensate_the_materialised_residual(mode):
 @pytest.mark.parametrize("switch_mode", ["complement", "full_basis", "gaussian", "gaussian_mix"])
 @pytest.mark.parametrize("compensation", ["optimal", "none", "fira", "fira_plus"])
 def test_every_ablation_combination_takes_finite_descending_steps(switch_mode, compensation):
-    gen = torch.Generator().manual_seed(2)
-    target = torch.randn(6, 9, generator=gen, dtype=F64)
-    weight = torch.nn.Parameter(torch.zeros(6, 9, dtype=F64))
-    optimizer = Alice([weight], **{**HP, "switch_mode": switch_mode, "compensation": compensation})
-    losses = []
-    for _ in range(12):
-        optimizer.zero_grad()
-        loss = 0.5 * (weight - target).square().sum()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+    losses, _, weight = fit_quadratic(Alice, (6, 9), steps=12, target_seed=2,
+                                      **{**HP, "switch_mode": switch_mode, "compensation": compensation})
     assert torch.isfinite(weight).all()
     assert losses[-1] < losses[0]
 

@@ -7,25 +7,10 @@ import warnings
 import pytest
 import torch
 
+from conftest import fit_quadratic
 from fimkit.optim import Alice, AliceZero
 
 F64 = torch.float64
-
-
-def _fit_quadratic(cls, shape, steps=30, **hp):
-    """Minimise ||W - T||^2 / 2; returns the initial and final loss, the optimizer and the weight."""
-    gen = torch.Generator().manual_seed(0)
-    target = torch.randn(shape, generator=gen, dtype=F64)
-    weight = torch.nn.Parameter(torch.zeros(shape, dtype=F64))
-    optimizer = cls([weight], **hp)
-    losses = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = 0.5 * (weight - target).square().sum()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    return losses[0], losses[-1], optimizer, weight
 
 
 SHAPES = [  # (shape, rank, expected basis shape)
@@ -42,15 +27,14 @@ SHAPES = [  # (shape, rank, expected basis shape)
 def test_alice_descends_on_every_shape_with_the_expected_basis(cls, shape, rank, basis_shape):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        first, last, optimizer, weight = _fit_quadratic(cls, shape, lr=0.1, rank=rank, leading=1,
-                                                        update_interval=4)
-    assert last < 0.8 * first
+        losses, optimizer, weight = fit_quadratic(cls, shape, lr=0.1, rank=rank, leading=1, update_interval=4)
+    assert losses[-1] < 0.8 * losses[0]
     assert optimizer.state[weight]["basis"].shape == basis_shape
 
 
 def test_rank_at_least_the_short_side_warns_and_leaves_no_compensation():
     with pytest.warns(UserWarning, match=r"rank 8 >= 4.*using rank 4"):
-        _, _, optimizer, weight = _fit_quadratic(Alice, (4, 9), steps=5, rank=8, leading=6)
+        _, optimizer, weight = fit_quadratic(Alice, (4, 9), steps=5, rank=8, leading=6)
     basis = optimizer.state[weight]["basis"]
     assert torch.allclose(basis.mT @ basis, torch.eye(4, dtype=F64), atol=1e-10)
 
@@ -58,7 +42,7 @@ def test_rank_at_least_the_short_side_warns_and_leaves_no_compensation():
 def test_rank_below_the_short_side_does_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _fit_quadratic(Alice, (6, 10), steps=2, rank=3, leading=1)
+        fit_quadratic(Alice, (6, 10), steps=2, rank=3, leading=1)
 
 
 def test_tall_matrix_update_is_the_transpose_of_the_wide_update():
@@ -76,6 +60,6 @@ def test_tall_matrix_update_is_the_transpose_of_the_wide_update():
 
 
 def test_without_transposition_a_tall_matrix_gets_a_basis_on_its_long_side():
-    _, last, optimizer, weight = _fit_quadratic(Alice, (10, 6), steps=5, lr=0.1, rank=3, leading=1,
-                                                transpose_to_short_side=False)
+    _, optimizer, weight = fit_quadratic(Alice, (10, 6), steps=5, lr=0.1, rank=3, leading=1,
+                                         transpose_to_short_side=False)
     assert optimizer.state[weight]["basis"].shape == (10, 3)

@@ -52,7 +52,7 @@ def test_leading_columns_recover_a_planted_subspace_after_every_switch():
     assert _sin_theta(unrelated, bases[40][:, :4]) > 0.5  # the measure separates subspaces
 
 
-def test_alice_zero_recovers_a_planted_subspace_that_moved_at_the_next_switch():
+def test_alice0_recovers_a_planted_subspace_that_moved_at_the_next_switch():
     grads, planted = _planted_stream(32, 64, k=4, steps=30, noise=0.05, seed=1, change_at=25)
     bases, _ = _run(AliceZero, grads, rank=8, leading=4, update_interval=10, seed=0)
     assert _sin_theta(planted[29], bases[30][:, :4]) < 0.06

@@ -32,8 +32,6 @@ def test_bench_measures_every_candidate_and_reports_ratios_to_both_adams():
 
 
 def test_bench_amortises_the_switch_step_over_k():
-    if "alice" not in registered():
-        pytest.skip("alice is not registered")
     candidate = fimkit_candidate("alice", amortise_over=200, rank=2)
     assert candidate.amortise_over == 200 and candidate.build_switching is not None
     (result,) = measure([candidate], TINY, repeats=2, warmup=1)

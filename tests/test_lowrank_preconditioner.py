@@ -8,6 +8,7 @@ import math
 import torch
 
 import fimkit
+from conftest import fit_quadratic
 from fimkit.structures import LowRankPlusDiagonal
 
 F64 = torch.float64
@@ -41,15 +42,5 @@ def test_derived_low_rank_plus_diagonal_optimizer_matches_the_reference_loop():
 def test_derived_optimizer_descends_and_declares_rank_from_the_structure():
     derived = fimkit.derive(LowRankPlusDiagonal(3), lr=0.05, update_interval=5, leading=1)
     assert derived.default_hyperparameters()["rank"] == 3
-    gen = torch.Generator().manual_seed(1)
-    target = torch.randn(8, 12, generator=gen)
-    weight = torch.nn.Parameter(torch.zeros(8, 12))
-    optimizer = derived([weight])
-    losses = []
-    for _ in range(40):
-        optimizer.zero_grad()
-        loss = 0.5 * (weight - target).square().sum()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+    losses, _, _ = fit_quadratic(derived, (8, 12), steps=40, target_seed=1, dtype=torch.float32)
     assert math.isfinite(losses[-1]) and losses[-1] < 0.5 * losses[0]

@@ -162,7 +162,8 @@ def test_generic_solver_keeps_an_optimised_basis_orthonormal_and_improves_on_one
     optimised = generic_fit(structure, (m, n), fim=fim, init=one_round.params, restarts=0)
     basis = optimised["basis"]
     assert torch.allclose(basis.mT @ basis, torch.eye(r, dtype=torch.float64), atol=1e-12)
-    assert _dense_objective(structure, optimised, fim, m, n) <= one_round.error**2 * (1 + 1e-10)
+    # strictly: optimising the basis removes about 1% of the squared error on this instance
+    assert _dense_objective(structure, optimised, fim, m, n) < one_round.error**2 * (1 - 1e-3)
 
 
 def test_wrong_basis_shape_is_rejected_with_the_expected_shape():

@@ -4,6 +4,7 @@ registry, so an optimizer is covered the day it is registered)."""
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 
 import pytest
@@ -12,8 +13,12 @@ import torch
 from fimkit.optim import registered
 
 OPTIMIZERS = sorted(registered())
-#: refresh periods shortened so that checkpoints fall between refreshes (names used by fimkit)
-PERIOD_NAMES = ("precondition_frequency", "update_proj_gap", "switch_interval", "K", "update_interval")
+#: refresh periods shortened so that checkpoints fall between refreshes
+PERIOD_NAMES = ("precondition_frequency", "update_interval")
+#: optimizers that keep no state for a matrix: the state halves of the tests below hold trivially
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # ranks clipped on a 6 x 10 matrix
+    STATELESS = [n for n in OPTIMIZERS if not registered()[n].state_shapes(6, 10)]
 
 
 def _make(name, params, **overrides):
@@ -32,9 +37,10 @@ def _make(name, params, **overrides):
 
 class Problem:
     """A strictly convex least-squares problem on a wide and a tall matrix (and a vector for
-    optimizers that take vectors): ``sum_W mean((X_W W - Y_W)^2)``."""
+    optimizers that take vectors): ``sum_W mean((X_W W - Y_W)^2)``, targets of entry scale
+    ``scale``, parameters from zero (or, with ``start``, from random entries of that scale)."""
 
-    def __init__(self, name, dtype=torch.float32, seed=0):
+    def __init__(self, name, dtype=torch.float32, seed=0, scale=0.5, start=0.0):
         gen = torch.Generator().manual_seed(seed)
         shapes = [(6, 10), (10, 6)]
         if not getattr(registered()[name], "matrix_only", True):
@@ -43,9 +49,10 @@ class Problem:
         for shape in shapes:
             rows = shape[0]
             x = torch.randn(32, rows, generator=gen)
-            target = torch.randn(shape, generator=gen) * 0.5
+            target = torch.randn(shape, generator=gen) * scale
             self.data.append((x, x @ target if len(shape) == 2 else x * target))
-            self.params.append(torch.zeros(shape, dtype=dtype, requires_grad=True))
+            initial = torch.randn(shape, generator=gen) * start if start else torch.zeros(shape)
+            self.params.append(initial.to(dtype).requires_grad_())
 
     def loss(self):
         total = 0.0
@@ -69,21 +76,27 @@ def _run(problem, optimizer, steps):
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
-def test_converges_on_a_convex_problem(name):
-    initial = Problem(name).loss().item()
+def test_converges_on_a_convex_problem_at_its_default_lr_and_stays_finite_at_larger_ones(name):
+    """At entry scale 0.01, where the paper defaults' step sizes (about 1e-3 per entry) apply:
+    the default lr at least halves the loss in 250 steps (SWAN's fixed-size steps stall near a
+    quarter of it), every lr up to 100x the default stays finite, and one of them converges."""
+    make = lambda: Problem(name, scale=0.01, start=0.01)  # noqa: E731
+    initial = make().loss().item()
     finals = []
     base_lr = registered()[name].default_hyperparameters()["lr"]
     for scale in (1.0, 10.0, 100.0):
-        problem = Problem(name)
+        problem = make()
         opt = _make(name, problem.params, lr=base_lr * scale)
-        _run(problem, opt, 150)
+        _run(problem, opt, 250)
         finals.append(problem.loss().item())
-    assert all(torch.isfinite(torch.tensor(f)) for f in finals[:1])
+    assert all(math.isfinite(f) for f in finals), f"final losses {finals}"
+    assert finals[0] < 0.5 * initial, f"default lr: final loss {finals[0]} vs initial {initial}"
     assert min(finals) < 0.3 * initial, f"final losses {finals} vs initial {initial}"
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_state_dict_round_trip_then_continuing_is_bit_exact(name):
+    """For the STATELESS optimizers only the continued parameters are compared."""
     problem = Problem(name)
     opt = _make(name, problem.params)
     _run(problem, opt, 4)
@@ -101,17 +114,18 @@ def test_state_dict_round_trip_then_continuing_is_bit_exact(name):
     for a, b in zip(problem.params, resumed.params):
         assert torch.equal(a, b)
     for p, q in zip(problem.params, resumed.params):
+        assert bool(opt.state[p]) == (name not in STATELESS)
         for key, value in opt.state[p].items():
             assert torch.equal(value, opt2.state[q][key]), key
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("name", [n for n in OPTIMIZERS if n not in STATELESS])
 def test_state_is_tensors_only(name):
     problem = Problem(name)
     opt = _make(name, problem.params)
     _run(problem, opt, 2)
-    for p in problem.params:  # stateless optimizers (SWAN, SinkGD) keep an empty dict
-        assert all(isinstance(v, torch.Tensor) for v in opt.state[p].values())
+    for p in problem.params:
+        assert opt.state[p] and all(isinstance(v, torch.Tensor) for v in opt.state[p].values())
     assert all(isinstance(v, torch.Tensor) for s in opt.state_dict()["state"].values() for v in s.values())
 
 
@@ -175,6 +189,7 @@ def test_bf16_parameters_are_updated_with_float32_state(name):
     for p in problem.params:
         assert p.dtype == torch.bfloat16 and torch.isfinite(p).all() and p.abs().sum() > 0
         floating = [v for k, v in opt.state[p].items() if v.is_floating_point() and k != "step"]
+        assert bool(floating) == (name not in STATELESS)  # stateless: the parameters only
         assert all(v.dtype == torch.float32 for v in floating)
 
 
@@ -205,6 +220,7 @@ def test_non_finite_gradient_leaves_parameter_and_state_untouched(name):
         opt.step()
     for i, (p, before) in enumerate(zip(problem.params[:2], params_before)):
         assert torch.equal(p, before)
+        assert bool(state_before[i]) == (name not in STATELESS)  # stateless: the parameters only
         for key, value in state_before[i].items():
             assert torch.equal(opt.state[p][key], value)
 
@@ -241,7 +257,8 @@ def test_unknown_hyperparameter_is_rejected_listing_the_valid_ones(name):
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_state_and_every_step_stay_on_the_parameters_device(name):
     """Stands in for CUDA on a CPU machine: a tensor a step creates on the CPU meets the meta
-    parameter and raises, as it would on a GPU (0-d CPU tensors are allowed by both)."""
+    parameter and raises, as it would on a GPU (0-d CPU tensors are allowed by both). For the
+    STATELESS optimizers only the steps themselves are checked."""
     shapes = [(6, 10), (10, 6)]
     params = [torch.nn.Parameter(torch.empty(s, device="meta")) for s in shapes]
     optimizer = _make(name, params, on_nonfinite="ignore")  # the finite check reads values

@@ -193,7 +193,8 @@ def test_optimising_the_eigenbasis_improves_on_the_papers_one_round_basis():
     structure = EigenvalueCorrected(Kronecker(Full(), Full()))
     one_round = solve(structure, grads)
     optimised = solve(structure, grads, method="generic")
-    assert optimised.error <= one_round.error * (1 + 1e-9)
+    # strictly: the paper's round leaves about 4% of the error on this instance
+    assert optimised.error < one_round.error * (1 - 1e-3)
 
 
 def test_eigenvalue_corrected_with_identity_basis_is_the_diagonal_structure():

@@ -18,6 +18,7 @@ from typing import Any
 from experiments.atomic import atomic_path, write_text_atomic
 from experiments.config import TrainConfig, parse_key_value
 from experiments.metrics import METRICS, MetricsLog
+from experiments.provenance import code_revision, command_line
 from experiments.train import train
 
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"hparams", "out", "seed", "data_seed"}
@@ -117,6 +118,8 @@ def plot_curves(summaries: list[dict[str, Any]], path_stem: str | Path) -> list[
     if finals:
         ax_train.set_ylim(min(finals) - 0.3, min(finals) + 2.5)
     fig.tight_layout()
+    fig.text(0.995, 0.005, f"made by `{command_line()}` at revision {code_revision()}", ha="right", va="bottom",
+             fontsize=6, color="0.45")
     written = []
     for suffix in (".png", ".svg"):
         path = Path(str(path_stem) + suffix)
@@ -129,6 +132,6 @@ def plot_curves(summaries: list[dict[str, Any]], path_stem: str | Path) -> list[
 
 def write_report(summaries: list[dict[str, Any]], out: str | Path) -> tuple[Path, list[Path]]:
     out = Path(out)
-    table = results_table(summaries)
+    table = results_table(summaries) + f"\n<sub>made by `{command_line()}` at revision {code_revision()}</sub>\n"
     write_text_atomic(out / "results.md", table)
     return out / "results.md", plot_curves(summaries, out / "loss")

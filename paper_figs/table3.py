@@ -1,11 +1,11 @@
 """[P] Table 3: memory (GB, BF16) of weights plus optimizer state, computed from the paper's
-model configurations by ``fimkit.memory``, beside the paper's numbers."""
+model configurations (``benchmarks.paper_tables`` over ``fimkit.memory``), beside the paper's numbers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import fimkit
+from benchmarks.paper_tables import format_table3, paper_table3
 from paper_figs.common import Runs, figure_cli, write_csv, write_markdown
 
 
@@ -14,7 +14,7 @@ TRACKING_IN_FP32 = {"projected_gram": 4}
 
 
 def cells(component_bytes: dict[str, int] | None = None) -> list[dict]:
-    return fimkit.memory.paper_table3(component_bytes=component_bytes)
+    return paper_table3(component_bytes=component_bytes)
 
 
 def draw(runs: Runs, out: Path) -> list[Path]:
@@ -23,7 +23,7 @@ def draw(runs: Runs, out: Path) -> list[Path]:
     header = ("Cells: ours / [P]'s (GB); `Mem*`: lm_head on Adam. Computed from the model shapes, not measured. "
               f"Every state in BF16: largest difference {max_deviation():.3f} GB; with Alice's r x r tracking "
               f"state at 4 bytes (DECISIONS L13): {max_deviation(TRACKING_IN_FP32):.3f} GB.\n\n")
-    return [write_markdown(out / "table3.md", header + fimkit.memory.format_table3(found)),
+    return [write_markdown(out / "table3.md", header + format_table3(found)),
             write_csv(out / "table3.csv", ["method", "size", "column", "paper_gb", "ours_gb"], rows)]
 
 

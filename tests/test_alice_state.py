@@ -86,9 +86,8 @@ def test_all_state_is_declared_at_initialisation_and_holds_tensors_only(cls):
     _train(optimizer, weight, _grads((6, 10), 9, seed=1))
     assert {k: (v.shape, v.dtype) for k, v in optimizer.state[weight].items()} == after_first
     assert all(isinstance(v, torch.Tensor) for v in optimizer.state[weight].values())
-    group = optimizer.param_groups[0]
-    declared = optimizer._init_state(6, 10, torch.empty(6, 10, device="meta"), group, torch.float32)
-    assert {k: tuple(v.shape) for k, v in declared.items()} == {k: tuple(s) for k, (s, _) in after_first.items()}
+    declared = cls.state_shapes(6, 10, **HP)
+    assert {k: (s.shape, s.dtype) for k, s in declared.items()} == {k: (tuple(s), d) for k, (s, d) in after_first.items()}
 
 
 @pytest.mark.parametrize("cls,extra", [(Alice, "r * r"), (AliceZero, "0")])

@@ -128,19 +128,3 @@ def model_memory(parameters: Iterable[tuple[str, tuple[int, ...], str]], state_c
             adam += 2 * math.prod(shape) * bytes_per_element
     return MemoryEstimate(weights, adam, matrix, source)
 
-
-#: names that moved to ``benchmarks/paper_tables.py`` (issue 9); kept importable from here, with a
-#: DeprecationWarning, until ``paper_figs/table3.py`` imports them from their new home
-_MOVED_TO_PAPER_TABLES = ("paper_table3", "format_table3", "print_table3", "table3_cell", "PAPER_TABLE3",
-                          "PAPER_MODELS", "PAPER_RANKS", "LlamaShapes", "STATE_FORMULAS", "formula_state",
-                          "ALICE_TRACKING_IN_FP32", "Table3Row")
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_PAPER_TABLES:
-        import importlib
-        import warnings
-
-        warnings.warn(f"fimkit.memory.{name} moved to benchmarks.paper_tables", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module("benchmarks.paper_tables"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

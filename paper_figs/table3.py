@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.paper_tables import format_table3, paper_table3
+from benchmarks.paper_tables import ALICE_TRACKING_IN_FP32, format_table3, paper_table3
 from paper_figs.common import Runs, figure_cli, write_csv, write_markdown
 
 
 #: DECISIONS L13: [P]'s Alice cells match when its r x r tracking state is counted at 4 bytes
-TRACKING_IN_FP32 = {"projected_gram": 4}
+TRACKING_IN_FP32 = ALICE_TRACKING_IN_FP32
 
 
 def cells(component_bytes: dict[str, int] | None = None) -> list[dict]:

@@ -99,11 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ranks of LowRankPlusDiagonal to fit (those below the block's rows)")
     parser.add_argument("--replay", nargs="*", default=list(diagnostics.DEFAULT_OPTIMIZERS), metavar="OPTIMIZER",
                         help=f"optimizers whose own F~ is measured (available: {', '.join(sorted(READERS))})")
-    parser.add_argument("--results", help="output folder (default: <run folder>/diagnostics)")
+    parser.add_argument("--results", help="output folder (default: <run folder>/diagnostics; with --checkpoint "
+                                          "runs/diagnose-<its run folder's name>)")
     add_config_arguments(parser)
     for action in parser._actions:  # the shared training flags carry no help of their own
         if action.help is None:
-            action.help = TRAINING_HELP.get(action.dest, f"training: as `fimkit train --{action.dest.replace('_', '-')}`")
+            flag = action.dest.replace("_", "-")
+            action.help = TRAINING_HELP.get(action.dest, f"training: as `fimkit train --{flag}`")
     return parser
 
 
@@ -188,19 +190,22 @@ def diagnose_step(model, step: int, blocks, sequences, cfg: TrainConfig, args) -
     return rows
 
 
-def train_and_diagnose(cfg: TrainConfig, steps: list[int], args) -> list[dict]:
+def train_and_diagnose(cfg: TrainConfig, steps: list[int], args) -> tuple[list[dict], str]:
+    """The rows of every step, and a line on the model diagnosed."""
     from experiments.train import train
 
     checkpoint = Path(cfg.out) / CHECKPOINT
-    sequences, rows = None, []
+    sequences, rows, summary = None, [], {}
     for step in steps:
-        train(cfg, resume=True, until_step=step)
+        summary = train(cfg, resume=True, until_step=step)
         model, _, saved_step = load_model(checkpoint)
         if saved_step != step:
             raise ValueError(f"the run in {cfg.out} is already at step {saved_step}, past {step}; use a new --out")
         sequences = sequences or sample_sequences(cfg, args.samples, args.sample_seed)
         rows += diagnose_step(model, step, blocks_for(args, model.cfg), sequences, cfg, args)
-    return rows
+    loss = summary.get("final_eval_loss")
+    return rows, (f"Trajectory: `{cfg.out}`, {cfg.optimizer} at lr {cfg.lr:g}, eval loss "
+                  f"{'none' if loss is None else f'{loss:.6f}'} at step {summary.get('steps')}.")
 
 
 # ------------------------------------------------------------------------------------ outputs
@@ -221,7 +226,7 @@ def write_csv(path: Path, rows: list[dict], note: str) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
-def markdown(rows: list[dict], cfg: TrainConfig, seconds: float, note: str) -> str:
+def markdown(rows: list[dict], cfg: TrainConfig, seconds: float, note: str, model_line: str) -> str:
     """Per block: the rescaled error of every row at every step; at the last step also the raw
     error, c* and the extrapolation to infinitely many samples; then the best fits per step."""
     steps = sorted({r["step"] for r in rows})
@@ -231,7 +236,7 @@ def markdown(rows: list[dict], cfg: TrainConfig, seconds: float, note: str) -> s
            f"`c*` and the estimate for infinitely many samples (`sqrt(2 e(k)^2 - e(k/2)^2)`). Structures: their "
            f"Frobenius-optimal member. Optimizers: the F~ their state implies after a replay of the same "
            f"gradients, one a step (`fimkit.optimizer_fisher`). Numbers: what F~ needs (structures) or what "
-           f"the optimizer stores (its whole state). Every value: `{CSV_NAME}`."]
+           f"the optimizer stores (its whole state). Every value: `{CSV_NAME}`.", "", model_line]
     last = steps[-1]
     for block in dict.fromkeys(r["block"] for r in rows):
         mine = [r for r in rows if r["block"] == block]
@@ -239,7 +244,8 @@ def markdown(rows: list[dict], cfg: TrainConfig, seconds: float, note: str) -> s
         for r in mine:
             table.setdefault((r["kind"], r["label"]), {})[r["step"]] = r
         out += ["", f"## `{block}`", "",
-                "| kind | F~ | numbers | " + " | ".join(f"step {s}" for s in steps) + f" | raw ({last}) | c* | k→∞ |",
+                "| kind | F~ | numbers | " + " | ".join(f"step {s}" for s in steps)
+                + f" | raw ({last}) | c* | k→∞ |",
                 "|---|---|---|" + "---|" * (len(steps) + 3)]
         order = sorted(table, key=lambda key: (diagnostics.KINDS.index(key[0]), table[key][last]["rescaled_error"]))
         for kind, label in order:
@@ -270,7 +276,7 @@ def save_figure(fig, stem: Path, note: str) -> list[Path]:
     return paths
 
 
-def plot_over_steps(ax, rows: list[dict], block: str, kind: str) -> None:
+def plot_over_steps(ax, rows: list[dict], block: str, kind: str, legend: bool) -> None:
     series: dict[tuple[str, str], list] = {}
     for r in rows:
         if r["block"] == block and r["kind"] in (kind, "noise"):
@@ -280,52 +286,66 @@ def plot_over_steps(ax, rows: list[dict], block: str, kind: str) -> None:
         if k == "noise":
             ax.plot(xs, ys, color="0.3", linestyle=":", linewidth=1, label="sampling noise of F (not a floor)")
         else:
-            ax.plot(xs, ys, marker=MARKERS[index % len(MARKERS)], markersize=3, linewidth=1.2, label=label)
+            ax.plot(xs, ys, marker=MARKERS[index % len(MARKERS)], markersize=3, linewidth=1.2, label=label,
+                    linestyle="-" if index % 2 else "--")
+    from matplotlib.ticker import NullLocator, ScalarFormatter
+
+    ax.set_xscale("log")  # the early steps (warm-up) change fastest
+    ax.set_xticks(sorted({r["step"] for r in rows}))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_title(f"{block}: {kind}s", fontsize=9)
     ax.set_xlabel("training step")
     ax.set_ylabel("rescaled ||F - F~|| / ||F||")
-    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=6, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.08))
 
 
 def plot_against_numel(ax, rows: list[dict], block: str, step: int) -> None:
     for r in rows:
         if r["block"] == block and r["step"] == step and r["kind"] != "noise":
             structure = r["kind"] == "structure"
-            ax.scatter(r["numel"], r["rescaled_error"], marker="o" if structure else "x", s=18,
-                       color="C0" if structure else "C3")
+            color = "tab:blue" if structure else "tab:red"
+            ax.scatter(r["numel"], r["rescaled_error"], marker="o" if structure else "x", s=18, color=color)
             ax.annotate(r["label"], (r["numel"], r["rescaled_error"]), fontsize=5, xytext=(3, 2),
-                        textcoords="offset points")
+                        textcoords="offset points", color=color)
     ax.set_xscale("log")
-    ax.set_title(f"{block}, step {step}: o structure's optimum, x optimizer's own", fontsize=9)
-    ax.set_xlabel("numbers stored (F~'s parameters; an optimizer's whole state)")
+    ax.set_title(f"{block}, step {step}", fontsize=9)
+    ax.set_xlabel("numbers stored (o: F~'s parameters; x: an optimizer's whole state)")
     ax.set_ylabel("rescaled ||F - F~|| / ||F||")
+    ax.grid(alpha=0.3)
 
 
 def draw(rows: list[dict], results: Path, note: str) -> list[Path]:
-    """Error vs step (structures above, optimizers below) and error vs numbers stored, per block."""
+    """Error vs step (a row per block: structures, optimizers) and error vs numbers stored."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only
     import matplotlib.pyplot as plt
 
     blocks = list(dict.fromkeys(r["block"] for r in rows))
-    width = 6.5 * len(blocks)
     with plt.rc_context({"axes.prop_cycle": plt.cycler(color=plt.get_cmap("tab20").colors)}):
-        fig, axes = plt.subplots(2, len(blocks), figsize=(width, 9), squeeze=False, sharey="row")
-        for col, block in enumerate(blocks):
-            for row, kind in enumerate(("structure", "optimizer")):
-                plot_over_steps(axes[row][col], rows, block, kind)
+        fig, axes = plt.subplots(len(blocks), 2, figsize=(13, 3.6 * len(blocks) + 1.5), squeeze=False, sharex=True)
+        for row, block in enumerate(blocks):
+            for col, kind in enumerate(("structure", "optimizer")):
+                plot_over_steps(axes[row][col], rows, block, kind, legend=row == 0)
         paths = save_figure(fig, results / "error_vs_step", note)
-        fig, axes = plt.subplots(1, len(blocks), figsize=(width, 5), squeeze=False, sharey="row")
-        for col, block in enumerate(blocks):
-            plot_against_numel(axes[0][col], rows, block, max(r["step"] for r in rows))
+        columns = min(2, len(blocks))
+        grid_rows = math.ceil(len(blocks) / columns)
+        fig, axes = plt.subplots(grid_rows, columns, figsize=(6.5 * columns, 5 * grid_rows), squeeze=False, sharey=True)
+        for index, block in enumerate(blocks):
+            plot_against_numel(axes[index // columns][index % columns], rows, block, max(r["step"] for r in rows))
+        for ax in axes.flat[len(blocks):]:
+            ax.set_visible(False)
         return paths + save_figure(fig, results / "error_vs_state", note)
 
 
-def write_outputs(rows: list[dict], cfg: TrainConfig, results: Path, seconds: float, note: str) -> list[Path]:
+def write_outputs(rows: list[dict], cfg: TrainConfig, results: Path, seconds: float, note: str,
+                  model_line: str) -> list[Path]:
     results.mkdir(parents=True, exist_ok=True)
     write_csv(results / CSV_NAME, rows, note)
-    write_text_atomic(results / MARKDOWN_NAME, markdown(rows, cfg, seconds, note))
+    write_text_atomic(results / MARKDOWN_NAME, markdown(rows, cfg, seconds, note, model_line))
     return [results / CSV_NAME, results / MARKDOWN_NAME, *draw(rows, results, note)]
 
 
@@ -335,7 +355,7 @@ def diagnose_command(argv: list[str]) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a one-line parse error
         return int(exc.code or 0)
-    start = time.perf_counter()
+    start, note = time.perf_counter(), provenance(argv)  # the revision of the code that runs
     try:
         if args.checkpoint:
             cfg = TrainConfig()
@@ -344,7 +364,9 @@ def diagnose_command(argv: list[str]) -> int:
             torch.set_num_threads(args.threads or torch.get_num_threads())
             sequences = sample_sequences(cfg, args.samples, args.sample_seed)
             rows = diagnose_step(model, step, blocks_for(args, model.cfg), sequences, cfg, args)
-            results = Path(args.results or Path(args.checkpoint).parent / "diagnostics")
+            model_line = f"Model: `{args.checkpoint}`, step {step} of a run with {cfg.optimizer}."
+            # never write into the checkpoint's own run folder (another run's outputs)
+            results = Path(args.results or f"runs/diagnose-{Path(args.checkpoint).parent.name}")
         else:
             cfg = config_from_args(args, load_config(args.config) if args.config else None)
             if args.out is None:  # never train on in another run's folder (a --config's own)
@@ -356,11 +378,15 @@ def diagnose_command(argv: list[str]) -> int:
                 empty = LLaMA(shape)
             for block in blocks_for(args, shape):
                 block.linear(empty)
-            rows = train_and_diagnose(cfg, steps, args)
+            rows, model_line = train_and_diagnose(cfg, steps, args)
             results = Path(args.results or Path(cfg.out) / "diagnostics")
-        for path in write_outputs(rows, cfg, results, time.perf_counter() - start, provenance(argv)):
+        for path in write_outputs(rows, cfg, results, time.perf_counter() - start, note, model_line):
             print(path)
     except USER_ERRORS as exc:
         print(f"fimkit diagnose: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+if __name__ == "__main__":  # `python -m experiments.diagnose ...` = `fimkit diagnose ...`
+    sys.exit(diagnose_command(sys.argv[1:]))

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from .fim import check_samples
 from .linalg import psd_matrix_power
+from .optim import get_optimizer
 from .structures import Diagonal, EigenvalueCorrected, Full, Kronecker, LowRankPlusDiagonal, RowColumn
 
 Reader = Callable[[dict, dict, Tensor], Tensor]
@@ -82,9 +83,7 @@ def paper_proportions(m: int) -> dict[str, int]:
 def replay(name: str, grads: Tensor, **hparams) -> torch.optim.Optimizer:
     """A fresh optimizer ``name`` stepped once per sample of ``grads`` (k, m, n) on a parameter of
     shape (m, n), in float64; returns it (its state is what the readers read)."""
-    from . import optim  # local: the optimizers import the structures this module's users also need
-
-    cls = optim.get_optimizer(name)
+    cls = get_optimizer(name)
     defaults = cls.default_hyperparameters() if hasattr(cls, "default_hyperparameters") else {}
     if "seed" in defaults and "seed" not in hparams:
         hparams["seed"] = 0  # Alice's switches: reproducible draws

@@ -106,3 +106,51 @@ def test_help_documents_every_flag(capsys):
     assert "--layers" in out and "--block" in out and "--samples" in out and "--replay" in out
     from experiments.diagnose import build_parser
     assert all(action.help for action in build_parser()._actions)
+
+
+def fake_paper_runs(runs_dir, losses):
+    """Finished runs of the quick protocol at paper settings with the given final losses."""
+    from experiments.reproduce.plan import default_run
+    from experiments.reproduce.protocol import get_protocol
+
+    protocol = get_protocol("quick")
+    for name, loss in losses.items():
+        folder = runs_dir / default_run(name, protocol).id
+        folder.mkdir(parents=True)
+        (folder / "summary.json").write_text(json.dumps({"steps": protocol.steps, "final_eval_loss": loss}))
+    return protocol
+
+
+@pytest.mark.parametrize("order, verdict", [("same", "the same order"), ("reverse", "roughly the reverse order")])
+def test_report_relates_fit_errors_to_final_losses(diagnosed, tmp_path, order, verdict):
+    from paper_figs.common import Runs
+    from paper_figs.fig_diagnostics import load, mean_error, write_report
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "fit_errors.csv").write_text((diagnosed / "results" / "fit_errors.csv").read_text())
+    fit = mean_error(load(results)[0], "optimizer")
+    by_fit = sorted(fit, key=fit.get)
+    ranked = by_fit if order == "same" else by_fit[::-1]
+    protocol = fake_paper_runs(tmp_path / "runs", {name: 3.0 + i for i, name in enumerate(ranked)})
+    report = write_report(results, Runs.load(protocol, tmp_path / "runs"), None).read_text()
+    assert "Over the 3 optimizers with a finished run (still running: alice0, galore, fira)" in report
+    assert f"gives {verdict} as ranking by final eval loss" in report
+    assert ("rho = 1.00" if order == "same" else "rho = -1.00") in report
+    for name in ranked:
+        assert f"| {name} | `{name}-lr" in report
+    assert "## What this shows and what it does not" in report and "**Causation.**" in report
+    assert report.rstrip().endswith("</sub>")  # the provenance line
+
+
+def test_report_waits_for_runs(diagnosed, tmp_path):
+    from paper_figs.common import Runs
+    from paper_figs.fig_diagnostics import write_report
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "fit_errors.csv").write_text((diagnosed / "results" / "fit_errors.csv").read_text())
+    protocol = fake_paper_runs(tmp_path / "runs", {"adam": 3.0})
+    report = write_report(results, Runs.load(protocol, tmp_path / "runs"), None).read_text()
+    assert "Only 1 of the optimizers replayed here have a finished run" in report
+    assert "Best, averaged over the blocks: **" in report and "| adam | `adam-lr" in report

@@ -22,5 +22,12 @@ def code_revision() -> str:
 
 def command_line() -> str:
     """The command that is running, as a user would type it."""
-    program = Path(sys.argv[0]).name if sys.argv else "python"
-    return " ".join([program] + [shlex.quote(a) for a in sys.argv[1:]])
+    argv = list(sys.argv) or ["python"]
+    path = Path(argv[0])
+    if path.name == "fimkit" or (path.name == "cli.py" and path.parent.name == "fimkit"):
+        program = "fimkit"  # the console script, or `python -m fimkit.cli`
+    elif argv[0] == "-c":
+        program = "python -c ..."
+    else:
+        program = path.name
+    return " ".join([program] + [shlex.quote(a) for a in argv[1:]])

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-all demo venv bench clean
+.PHONY: test test-all demo venv bench reproduce clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/fimkit bench
+
+# The paper's figures at CPU scale: hours, cached and resumable (run it again to continue).
+reproduce: $(STAMP)
+	$(VENV)/bin/fimkit reproduce --preset nano
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

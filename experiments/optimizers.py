@@ -26,6 +26,8 @@ INTERVAL_KEYS = ("update_interval",)
 def default_hparams(name: str, preset: Preset, steps: int) -> dict[str, Any]:
     """The paper's hyperparameters of optimizer ``name`` for ``preset`` (lr included)."""
     hparams = dict(fimkit.optim.paper_hparams(name, preset.paper_size))
+    if name == "adam":  # routing trains an all-Adam model with torch.optim.Adam: keep the keys it takes
+        hparams = {k: v for k, v in hparams.items() if k in ("lr", "betas", "eps", "weight_decay")}
     if preset.cpu:
         for key in WIDTH_KEYS:
             if key in hparams:

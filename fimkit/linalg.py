@@ -6,8 +6,30 @@ where that makes sense, and knows nothing about optimizers. Spec: algorithms.md 
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 from torch import Tensor
+
+
+def exact_normaliser(x: Tensor, dim: int | tuple[int, ...] | None = None) -> Tensor:
+    """``2^-e`` with ``max|x| * 2^-e`` in ``[0.5, 1)`` (over ``dim``, kept for broadcasting; over
+    everything when ``None``): the power of two that brings ``x`` to unit scale.
+
+    Multiplying by a power of two changes only exponents, so it is exact, and every rounding of a
+    computation that is homogeneous in ``x`` (sums, products, quotients, square roots of even
+    powers) is the same on ``x * 2^-e``, scaled back: normalising this way before squaring
+    removes over- and underflow without changing one bit of an ordinary result. 1 where ``x`` is
+    all zero or not finite. No host sync.
+    """
+    amax = x.abs().amax() if dim is None else x.abs().amax(dim=dim, keepdim=True)
+    exponent = torch.frexp(amax)[1]
+    finfo = torch.finfo(x.dtype)
+    # the scale itself must be representable: 2^-126 .. 2^127 in float32
+    low, high = math.frexp(finfo.tiny)[1] - 1, math.frexp(finfo.max)[1] - 1
+    scale = torch.ldexp(torch.ones_like(amax), (-exponent).clamp(low, high))
+    return torch.where((amax > 0) & torch.isfinite(amax), scale, torch.ones_like(amax))
 
 
 def eigh_descending(a: Tensor) -> tuple[Tensor, Tensor]:
@@ -20,9 +42,22 @@ def eigh_descending(a: Tensor) -> tuple[Tensor, Tensor]:
     try:
         evals, evecs = torch.linalg.eigh(sym)
     except torch.linalg.LinAlgError:
-        evals, evecs = torch.linalg.eigh(sym.double())
+        evals, evecs = torch.linalg.eigh(sym.double())  # raises again only for a non-finite matrix
         evals, evecs = evals.to(a.dtype), evecs.to(a.dtype)
     return evals.flip(-1), evecs.flip(-1).contiguous()
+
+
+def keep_on_failure(compute, previous, what: str):
+    """``compute()``, or ``previous`` with a warning when its factorisation fails (an
+    eigendecomposition that does not converge even in float64, an SVD that does not converge).
+
+    The refreshes of a basis (SOAP's eigenbases, Alice's switch, GaLore's SVD) go through this, so
+    a failure keeps the basis of the last refresh and training goes on (DECISIONS.md)."""
+    try:
+        return compute()
+    except torch.linalg.LinAlgError as exc:
+        warnings.warn(f"{what} failed ({str(exc).splitlines()[0]}); keeping the previous one", stacklevel=3)
+        return previous
 
 
 def inverse_power(x: Tensor, power: float, eps: float = 0.0) -> Tensor:
@@ -71,14 +106,25 @@ def fixed_point_rank1(
     q = torch.ones(p.shape[:-1], dtype=p.dtype, device=p.device) if q0 is None else q0
     s = p.new_zeros(p.shape[:-2] + p.shape[-1:])
     tiny = torch.finfo(p.dtype).tiny
+    # ||s||^2 scales as P^4: each factor is brought to unit scale by an exact power of two u
+    # before its squared norm is taken (P x' / ||x'||^2 * u = P x / ||x||^2 for x' = u x, bit
+    # for bit), so the iteration neither overflows nor underflows while P x is finite for x of unit scale.
     if p.ndim == 2:  # one matrix (an optimizer step): 4 kernels a half-step instead of 7
         for _ in range(iters):
-            s = torch.mv(p.mT, q).div_(torch.dot(q, q).clamp_min_(tiny))
-            q = torch.mv(p, s).div_(torch.dot(s, s).clamp_min_(tiny))
+            u = exact_normaliser(q)
+            q = q * u
+            s = torch.mv(p.mT, q).div_(torch.dot(q, q).clamp_min_(tiny)).mul_(u)
+            u = exact_normaliser(s)
+            s_unit = s * u
+            q = torch.mv(p, s_unit).div_(torch.dot(s_unit, s_unit).clamp_min_(tiny)).mul_(u)
         return s, q
     for _ in range(iters):
-        s = (p.mT @ q.unsqueeze(-1)).squeeze(-1) / (q * q).sum(-1, keepdim=True).clamp_min(tiny)
-        q = (p @ s.unsqueeze(-1)).squeeze(-1) / (s * s).sum(-1, keepdim=True).clamp_min(tiny)
+        u = exact_normaliser(q, dim=-1)
+        q = q * u
+        s = (p.mT @ q.unsqueeze(-1)).squeeze(-1) / (q * q).sum(-1, keepdim=True).clamp_min(tiny) * u
+        u = exact_normaliser(s, dim=-1)
+        s_unit = s * u
+        q = (p @ s_unit.unsqueeze(-1)).squeeze(-1) / (s_unit * s_unit).sum(-1, keepdim=True).clamp_min(tiny) * u
     return s, q
 
 

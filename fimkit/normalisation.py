@@ -5,7 +5,10 @@ is pure (tensors in, tensors out) and knows nothing about optimizers. Each is in
 positive rescaling ``X -> c X`` of its input, exactly (up to floating point), because no
 absolute ``eps`` enters: divisions use the pseudo-inverse convention (``x / 0 -> 0``, as
 :func:`fimkit.linalg.inverse_power`), and where a guard is useful it is *relative* to the
-input's own scale. [P] = arXiv 2502.07752.
+input's own scale. Each first brings its input to unit scale by an exact power of two
+(:func:`fimkit.linalg.exact_normaliser`) before anything is squared, so the invariance holds for
+every finite scale (1e-30 or 1e30 in float32) and ordinary inputs give the same bits as without
+it. [P] = arXiv 2502.07752.
 
 - :func:`row_column_inverse_sqrt`: RACS's ``(q s^T)^{-1/2}`` ([P] Alg 1, line 8);
 - :func:`standardize_rows`: SWAN's GradNorm (arXiv 2412.13148; [P] Eq 30);
@@ -21,7 +24,7 @@ import math
 import torch
 from torch import Tensor
 
-from .linalg import inverse_power, newton_schulz_inv_sqrt
+from .linalg import exact_normaliser, inverse_power, newton_schulz_inv_sqrt
 
 #: how :func:`whiten` computes ``(X X^T)^{-1/2} X``
 WHITENING_METHODS = ("eigh", "newton_schulz", "newton_schulz5")
@@ -64,7 +67,12 @@ def row_column_inverse_sqrt(q: Tensor, s: Tensor, eps: float = 1e-8, out: Tensor
 
 def standardize_rows(x: Tensor) -> Tensor:
     """SWAN's GradNorm ([P] Eq 30): each row minus its mean, divided by its standard deviation
-    (the population one, over the ``n`` columns). A constant row maps to 0."""
+    (the population one, over the ``n`` columns). A constant row maps to 0. A matrix of one
+    column (``n x 1``, ``1 x 1``) has no spread within its rows to normalise and is returned as
+    it is (otherwise every row would be 0 and SWAN would never move such a weight)."""
+    if x.shape[-1] == 1:
+        return x
+    x = x * exact_normaliser(x, dim=(-2, -1))
     centred = x - x.mean(-1, keepdim=True)
     std = centred.square().mean(-1, keepdim=True).sqrt()
     return centred * inverse_power(std, 1.0)
@@ -85,6 +93,7 @@ def sinkhorn_normalise(x: Tensor, iters: int = 5) -> Tensor:
     if iters < 1:
         raise ValueError(f"sinkhorn_normalise needs iters >= 1, got {iters}")
     m, n = x.shape[-2:]
+    x = x * exact_normaliser(x, dim=(-2, -1))
     square = x * x
     col_scale_sq = torch.ones(x.shape[:-2] + (n, 1), dtype=x.dtype, device=x.device)
     for _ in range(iters):
@@ -138,6 +147,8 @@ def whiten(x: Tensor, method: str = "eigh", steps: int = 20, step_size: float = 
         raise ValueError(f"{method} whitening needs steps >= 1, got {steps}")
     tall = x.shape[-2] > x.shape[-1]
     wide = x.mT if tall else x
+    if method != "eigh":  # "eigh" squares in float64, where a float32 input cannot overflow
+        wide = wide * exact_normaliser(wide, dim=(-2, -1))
     if method == "eigh":
         out = _whiten_eigh(wide)
     elif method == "newton_schulz5":
@@ -152,5 +163,6 @@ def rescale_to_rms(x: Tensor, rms: float = 1.0) -> Tensor:
     """``X * rms * sqrt(mn) / ||X||_F``: the same direction with root-mean-square entry ``rms``
     (SWAN's optional rescale to the norm ``sqrt(mn)`` of a GradNorm output). 0 stays 0."""
     m, n = x.shape[-2:]
+    x = x * exact_normaliser(x, dim=(-2, -1))
     norm = torch.linalg.matrix_norm(x, keepdim=True)
     return x * (inverse_power(norm, 1.0) * (rms * math.sqrt(m * n)))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .optim.registry import get_optimizer
-from .optim.routed import RoutedOptimizer
+from .optim.routed import NONFINITE_POLICIES, RoutedOptimizer, guarded_step
 
 #: names of output heads (the last linear layer of a language model)
 LM_HEAD_PATTERN = r"(^|\.)(lm_head|output|head)\.weight$"
@@ -112,6 +112,10 @@ def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str
                         f"valid: {sorted(known)}")
     lm_head = resolve_lm_head(lm_head, matrix_optimizer)
     lr = hparams.get("lr", known.get("lr", 1e-3))
+    # the non-finite policy covers the Adam-routed parameters too (torch's Adam has none)
+    on_nonfinite = hparams.get("on_nonfinite", "skip")
+    if on_nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
     role_to_optimizer = {
         "matrix": matrix_optimizer,
         "lm_head": "adam" if lm_head == "adam" else matrix_optimizer,
@@ -137,7 +141,7 @@ def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str
         if optimizer == matrix_optimizer and optimizer != "adam":
             group.update(hparams)
         else:
-            group.update(ADAM_DEFAULTS, lr=adam_lr if adam_lr is not None else lr)
+            group.update(ADAM_DEFAULTS, lr=adam_lr if adam_lr is not None else lr, on_nonfinite=on_nonfinite)
             if is_candidate_group:
                 group.update(hparams)  # everything on Adam: the user's hparams win
         groups.append(group)
@@ -189,7 +193,7 @@ def _make(optimizer: str, groups: list[dict[str, Any]]) -> torch.optim.Optimizer
 
 def _release_hook(child: torch.optim.Optimizer):
     def step_and_free(param: torch.Tensor) -> None:
-        child.step()
+        guarded_step(child)
         param.grad = None
 
     return step_and_free

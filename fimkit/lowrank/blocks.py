@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..linalg import limiter_from_norm
+from ..linalg import keep_on_failure, limiter_from_norm
 from ..optim.chain import Block, Group, ScalarBlock, State, check_betas, is_refresh_step
 from ..structures.lowrank import COMPENSATION_MODES, TRACKING_OPTIONS, LowRankPlusDiagonal
 from .compensation import (
@@ -121,6 +121,12 @@ class SubspaceProjection(Block):
             state["switch_seed"] = torch.tensor(seed, dtype=torch.int64)
         return state
 
+    def state_degrees(self, group, degree):
+        return {"basis": 0.0, "projected_gram": 2.0 * degree}
+
+    def scale_equivariant(self, group):
+        return True
+
     def __call__(self, update, grad, param, state, group, step):
         if is_refresh_step(step, group["update_interval"], self.refresh_offset):
             self.refresh_basis(update, state, group, step)
@@ -134,7 +140,8 @@ class SubspaceProjection(Block):
         old = state["basis"]
         stats = {"projected_gram": state["projected_gram"]} if "projected_gram" in state else {}
         carried = {key: state[key] for key in ("basis", "switch_seed") if key in state}
-        new = self.structure_for(group).refresh(stats, carried, grad, step)["basis"]
+        new = keep_on_failure(lambda: self.structure_for(group).refresh(stats, carried, grad, step)["basis"],
+                              old, f"the subspace refresh of step {step}")
         if step > 1 and (group["rotate_moments_on_switch"] or group["reproject_Q_on_switch"]):
             self.rotate_state(change_of_basis(new, old), state, group)
         old.copy_(new)
@@ -166,6 +173,15 @@ class ProjectedAdam(Block):
     def init_state(self, m, n, like, group):
         r = effective_rank(group["rank"], m)
         return {key: like.new_zeros(r, n) for key in FIRST_MOMENTS + SECOND_MOMENTS}
+
+    def state_degrees(self, group, degree):
+        return {**dict.fromkeys(FIRST_MOMENTS, degree), **dict.fromkeys(SECOND_MOMENTS, 2.0 * degree)}
+
+    def output_degree(self, group, degree):
+        return 0.0
+
+    def scale_equivariant(self, group):
+        return group["eps"] == 0
 
     def __call__(self, update, grad, param, state, group, step):
         direction = projected_adam_direction(
@@ -200,6 +216,17 @@ class CompensatedBackProjection(Block):
                 raise ValueError(f"{name} must be >= 0, got {group[name]}")
         if not group["gamma"] >= 1.0:
             raise ValueError(f"gamma (norm-growth limit) must be >= 1, got {group['gamma']}")
+
+    def state_degrees(self, group, degree):
+        # p is the complement energy of the gradient; phi the norm of the scale-free C
+        return {"compensation_p": 2.0, "compensation_phi": 0.0}
+
+    def output_degree(self, group, degree):
+        return 0.0
+
+    def scale_equivariant(self, group):
+        return group["compensation"] == "none" or (group["compensation"] == "optimal"
+                                                   and group["compensation_eps"] == 0)
 
     def init_state(self, m, n, like, group):
         mode, state = group["compensation"], {}
@@ -242,6 +269,9 @@ class ChannelScaling(Block):
 
     def validate(self, group: Group) -> None:
         _check_choice(group, "scale_type", ("channel", "tensor"))
+
+    def output_degree(self, group, degree):
+        return 0.0  # G times a ratio of a scale-free direction to sigma
 
     def __call__(self, update, grad, param, state, group, step):
         ratio = column_norm_ratio if group["scale_type"] == "channel" else tensor_norm_ratio

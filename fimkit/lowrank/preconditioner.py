@@ -44,6 +44,15 @@ class LowRankPlusDiagonalPreconditioner(Preconditioner):
         if not group["eps"] >= 0:
             raise ValueError(f"eps must be >= 0, got {group['eps']}")
 
+    def state_degrees(self, group, degree):
+        return {**self.subspace.state_degrees(group, 1.0), SECOND_MOMENTS[0]: 2.0, "complement_energy": 2.0}
+
+    def output_degree(self, group, degree):
+        return degree - 2.0 * group["power"]
+
+    def scale_equivariant(self, group):
+        return group["eps"] == 0
+
     def init_state(self, m, n, like, group):
         state = self.subspace.init_state(m, n, like, group)
         r = effective_rank(group["rank"], m)

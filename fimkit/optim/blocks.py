@@ -34,6 +34,12 @@ class Momentum(Block):
     def init_state(self, m, n, like, group):
         return {"exp_avg": like.new_zeros(m, n)} if group["betas"][0] > 0 else {}
 
+    def state_degrees(self, group, degree):
+        return {"exp_avg": degree}
+
+    def scale_equivariant(self, group):
+        return True
+
     def __call__(self, update, grad, param, state, group, step):
         beta1 = group["betas"][0]
         if beta1 == 0:
@@ -66,6 +72,15 @@ class Precondition(Block):
 
     def init_state(self, m, n, like, group):
         return self.preconditioner.init_state(m, n, like, group)
+
+    def state_degrees(self, group, degree):
+        return self.preconditioner.state_degrees(group, degree)
+
+    def output_degree(self, group, degree):
+        return self.preconditioner.output_degree(group, degree)
+
+    def scale_equivariant(self, group):
+        return self.preconditioner.scale_equivariant(group)
 
     def __call__(self, update, grad, param, state, group, step):
         return self.preconditioner(update, grad, state, group, step)
@@ -111,6 +126,9 @@ class NormGrowthLimiter(ScalarBlock):
     def init_state(self, m, n, like, group):
         return {"phi": like.new_zeros(())}
 
+    def state_degrees(self, group, degree):
+        return {"phi": degree}  # the norm of its input
+
     def factor(self, update, state, group, step):
         phi = state["phi"]
         eta, new_phi = norm_growth_limiter(update, phi, group["gamma"], first=phi == 0)
@@ -134,6 +152,9 @@ class RelativeStepSize(Block):
     hyperparameters = {"eps2": 1e-3}
     needs_step = True
 
+    def scale_equivariant(self, group):
+        return True  # a function of the parameter, times its input
+
     def __call__(self, update, grad, param, state, group, step):
         rho = min(group["lr"], step**-0.5)
         scale = torch.clamp(param.square().mean().sqrt(), min=group["eps2"]) * rho
@@ -142,6 +163,12 @@ class RelativeStepSize(Block):
 
 class StandardizeRows(Block):
     """SWAN's GradNorm ([P] Eq 30): every row to zero mean and unit standard deviation."""
+
+    def output_degree(self, group, degree):
+        return 0.0  # (a one-column matrix passes through; SWAN's whitening then normalises it)
+
+    def scale_equivariant(self, group):
+        return True
 
     def __call__(self, update, grad, param, state, group, step):
         return standardize_rows(update)
@@ -153,6 +180,12 @@ class RescaleToRMS(Block):
 
     hyperparameters = {"rescale": True}
 
+    def output_degree(self, group, degree):
+        return 0.0 if group["rescale"] else degree
+
+    def scale_equivariant(self, group):
+        return True
+
     def __call__(self, update, grad, param, state, group, step):
         return rescale_to_rms(update) if group["rescale"] else update
 
@@ -162,12 +195,18 @@ class NesterovLookahead(Block):
 
     hyperparameters = {"nesterov": True}
 
+    def scale_equivariant(self, group):
+        return True  # both its inputs scale like the gradient
+
     def __call__(self, update, grad, param, state, group, step):
         return torch.lerp(grad, update, group["betas"][0]) if group["nesterov"] else update
 
 
 class AspectRatioScale(Block):
     """Muon's shape factor ``sqrt(max(1, rows / cols))`` of the (untransposed) weight."""
+
+    def scale_equivariant(self, group):
+        return True
 
     def __call__(self, update, grad, param, state, group, step):
         rows, cols = update.shape[-2:]

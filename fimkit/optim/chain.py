@@ -25,6 +25,9 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
+from . import units
+from .units import gradient_extremes
+
 State = dict[str, Tensor]
 Group = dict[str, Any]
 
@@ -61,6 +64,24 @@ class Block:
                  step: int) -> Tensor:
         raise NotImplementedError
 
+    # The three methods below tell the chain how the block scales with the gradient, so that
+    # state can be kept in a power-of-two unit of it (``fimkit.optim.units``). ``degree`` is the
+    # degree of the block's input: the running update scales as ``c^degree`` when every gradient
+    # is ``c`` times larger (1 for the gradient itself).
+    def state_degrees(self, group: Group, degree: float) -> dict[str, float]:
+        """``{state key: k}``: the block's state tensors scale as ``c^k`` (a momentum of its input:
+        ``degree``; a second moment of the gradient: 2; a basis: 0)."""
+        return {}
+
+    def output_degree(self, group: Group, degree: float) -> float:
+        """The degree of the block's output (default: that of its input)."""
+        return degree
+
+    def scale_equivariant(self, group: Group) -> bool:
+        """True when no absolute constant (an ``eps``, a clipping threshold) enters: the output
+        for ``c`` times the input and state is exactly ``c^output_degree`` times the output."""
+        return False
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -78,6 +99,9 @@ class ScalarBlock(Block):
 
     def factor(self, update: Tensor, state: State, group: Group, step: int | None) -> float | Tensor:
         raise NotImplementedError
+
+    def scale_equivariant(self, group: Group) -> bool:
+        return True  # a factor that does not depend on the update's scale
 
     def __call__(self, update, grad, param, state, group, step):
         factor = self.factor(update, state, group, step)
@@ -235,16 +259,18 @@ class ChainOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------------------ step
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None, *, gradient_extremes: dict[Tensor, float] | None = None):
+        """``gradient_extremes`` (``{param: max |grad|}``) are read by a container (the routed
+        optimizer) for all its children at once, so that a step makes one host sync in all."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            self._step_group(group)
+            self._step_group(group, gradient_extremes)
         return loss
 
-    def _step_group(self, group: Group) -> None:
+    def _step_group(self, group: Group, known: dict[Tensor, float] | None = None) -> None:
         live = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
         for index, p in live:
             if p.grad.is_sparse:
@@ -252,18 +278,12 @@ class ChainOptimizer(torch.optim.Optimizer):
                                  f"has a sparse gradient, which fimkit optimizers do not support")
         if not live:
             return
-        finite = [True] * len(live)
+        extremes = [None] * len(live)
         if group["on_nonfinite"] != "ignore":
-            # One host sync for the whole group (never one per parameter).
-            # min and max are finite iff every entry is (NaN propagates): one pass, no copy and
-            # no overflow, where isfinite(G).all() makes four passes and sum(dtype=float64)
-            # copies G to float64 first (each costs ~40% of a RACS step on CPU).
-            wide = torch.float32 if live[0][1].grad.device.type == "mps" else torch.float64  # no float64 on mps
-            finite = torch.isfinite(torch.stack([
-                torch.stack(torch.aminmax(p.grad)).to(wide) if p.grad.numel()
-                else p.grad.new_zeros(2, dtype=wide) for _, p in live])).all(-1).tolist()
-        for (index, p), ok in zip(live, finite):
-            if not ok:
+            extremes = ([known[p] for _, p in live] if known is not None
+                        else gradient_extremes([p.grad for _, p in live]))
+        for (index, p), grad_max in zip(live, extremes):
+            if grad_max is not None and not math.isfinite(grad_max):
                 if group["on_nonfinite"] == "raise":
                     raise FloatingPointError(f"{type(self).__name__}: non-finite gradient for "
                                              f"parameter {self._param_name(group, index)}")
@@ -271,12 +291,20 @@ class ChainOptimizer(torch.optim.Optimizer):
                 warnings.warn(f"{type(self).__name__}: skipped a non-finite gradient for parameter "
                               f"{self._param_name(group, index)}; its state is unchanged", stacklevel=3)
                 continue
-            self._step_param(p, group)
+            self._step_param(p, group, grad_max)
 
     def _state_dtype(self, p: Tensor, group: Group) -> torch.dtype:
         return group["state_dtype"] or torch.promote_types(p.dtype, torch.float32)
 
-    def _step_param(self, p: Tensor, group: Group) -> None:
+    def _units(self, group: Group) -> tuple[dict[str, float], float, bool]:
+        """(state degrees, degree of the update, whether the whole chain is scale-equivariant)."""
+        degrees, degree = {}, 1.0
+        for block in self.blocks:
+            degrees.update(block.state_degrees(group, degree))
+            degree = block.output_degree(group, degree)
+        return degrees, degree, all(block.scale_equivariant(group) for block in self.blocks)
+
+    def _step_param(self, p: Tensor, group: Group, grad_max: float | None = None) -> None:
         compute_dtype = torch.promote_types(p.dtype, torch.float32)
         m, n = matrix_shape(p.shape)
         grad = p.grad.reshape(m, n).to(compute_dtype)
@@ -291,6 +319,14 @@ class ChainOptimizer(torch.optim.Optimizer):
         state = self.state[p]
         if not state:
             state.update(self._init_state(m, n, grad, group, self._state_dtype(p, group)))
+        unit = units.unit_exponent(state)
+        limit = min(units.comfort(compute_dtype), units.comfort(self._state_dtype(p, group)))
+        if grad_max is not None and not units.comfortable(unit, grad_max, limit):
+            degrees, _, equivariant = self._units(group)
+            units.move_unit(state, degrees, units.target_exponent(unit, grad_max, equivariant, limit), limit)
+            unit = units.unit_exponent(state)
+        if unit:
+            grad = units.scaled(grad, -unit)
         step = None
         if "step" in state:
             state["step"] += 1
@@ -304,6 +340,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         coefficient = 1.0
         for block in self._scalar_tail:
             coefficient = coefficient * block.factor(update, working, group, step)
+        if unit and self._units(group)[1]:  # an update that is not scale-free: back to true units
+            coefficient = coefficient * 2.0 ** (unit * self._units(group)[1])
 
         for key, value in working.items():  # write back state kept in a lower dtype
             if value is not state[key]:
@@ -372,5 +410,5 @@ def restore_saved_state_dtypes(optimizer: torch.optim.Optimizer, state_dict: dic
         if saved is None or (only is not None and not isinstance(owner, only)):
             continue
         for key, value in saved.items():
-            if isinstance(value, Tensor) and key != "step":
+            if isinstance(value, Tensor) and key not in ("step", units.UNIT_KEY):
                 optimizer.state[p][key] = value.to(device=p.device, copy=True)

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..linalg import fixed_point_rank1
+from ..linalg import fixed_point_rank1, keep_on_failure
 from ..normalisation import WHITENING_METHODS, row_column_inverse_sqrt, sinkhorn_normalise, whiten
 from ..structures.base import Structure
 from ..structures.factors import DiagonalFactor, Full, Identity
@@ -46,6 +46,17 @@ class Preconditioner:
 
     def validate(self, group: Group) -> None:
         pass
+
+    # How it scales with the gradient (see ``Block.state_degrees``): by default a -1/2 power of a
+    # second moment, whose output has the degree of its input minus 1, with an absolute eps.
+    def state_degrees(self, group: Group, degree: float) -> dict[str, float]:
+        return {}
+
+    def output_degree(self, group: Group, degree: float) -> float:
+        return degree - 1.0
+
+    def scale_equivariant(self, group: Group) -> bool:
+        return False
 
     def init_state(self, m: int, n: int, like: Tensor, group: Group) -> State:
         raise NotImplementedError
@@ -89,6 +100,33 @@ class StatisticPreconditioner(Preconditioner):
         if not group["power"] > 0:
             raise ValueError(f"power must be > 0, got {group['power']}")
         _check_frequency(group)
+
+    def state_degrees(self, group, degree):
+        degrees = {f"fisher_{name}": self.structure.statistic_degree(name) for name in self._statistic_names()}
+        for key in self._parameter_names():
+            if self.structure.parameter_degree(key) is not None:
+                degrees[f"fit_{key}"] = self.structure.parameter_degree(key)
+        return degrees
+
+    # Names do not depend on the shape; a structure that refuses a 1 x 1 weight declares none
+    # (its state is then left as it is when the unit moves).
+    def _statistic_names(self):
+        try:
+            return self.structure.statistic_shapes(1, 1)
+        except (ValueError, ArithmeticError):
+            return {}
+
+    def _parameter_names(self):
+        try:
+            return self.structure.parameter_spec(1, 1)
+        except (ValueError, ArithmeticError):
+            return {}
+
+    def output_degree(self, group, degree):
+        return degree - 2.0 * group["power"]
+
+    def scale_equivariant(self, group):
+        return group["eps"] == 0 and not group["stat_init"]
 
     def _cached_keys(self, m: int, n: int) -> dict[str, tuple[int, ...]]:
         return {f"fit_{k}": s.shape for k, s in self.structure.parameter_spec(m, n).items()}
@@ -156,6 +194,15 @@ class CarriedStatePreconditioner(Preconditioner):
             raise ValueError(f"shampoo_beta must be in [0, 1), got {group['shampoo_beta']}")
         _check_frequency(group)
 
+    def state_degrees(self, group, degree):
+        carried = self.structure.carried_shapes(1, 1)
+        degrees = {f"fisher_{name}": 0.0 if name in carried else self.structure.statistic_degree(name)
+                   for name in self.structure.statistic_shapes(1, 1)}
+        return {**degrees, "fisher_d": 2.0}
+
+    def scale_equivariant(self, group):
+        return group["eps"] == 0
+
     def init_state(self, m, n, like, group):
         state = {f"fisher_{k}": like.new_zeros(s) for k, s in self.structure.statistic_shapes(m, n).items()}
         for key, value in self.structure.initial_carried(m, n, like).items():
@@ -169,7 +216,9 @@ class CarriedStatePreconditioner(Preconditioner):
             stats[name] = state[f"fisher_{name}"].lerp_(sample, 1 - group["shampoo_beta"])
         carried = {k: state[f"fisher_{k}"] for k in structure.carried_shapes(m, n)}
         if is_refresh_step(step, group["precondition_frequency"], self.refresh_offset):
-            for name, value in structure.refresh(stats, carried, grad, step).items():
+            fresh = keep_on_failure(lambda: structure.refresh(stats, carried, grad, step), carried,
+                                    f"the refresh of step {step}")
+            for name, value in fresh.items():
                 carried[name].copy_(value)
 
         coordinates = structure.coordinates(grad, carried)
@@ -212,6 +261,13 @@ class RowColumnPreconditioner(Preconditioner):
             raise ValueError(f"eps must be >= 0, got {group['eps']}")
         if int(group["fixed_point_iters"]) < 1:
             raise ValueError(f"fixed_point_iters must be >= 1, got {group['fixed_point_iters']}")
+
+    def state_degrees(self, group, degree):
+        # the fixed point's q is scale-free (it starts from ones), s carries G^2; beta^t is a number
+        return {"q": 0.0, "s": 2.0, "beta_power": 0.0}
+
+    def scale_equivariant(self, group):
+        return True  # eps is relative to mean(q s^T)
 
     def init_state(self, m, n, like, group):
         shapes = self.structure.statistic_shapes(m, n)
@@ -279,6 +335,12 @@ class WhiteningPreconditioner(Preconditioner):
         if not 0 < group["ns_step_size"] < 1:
             raise ValueError(f"ns_step_size must be in (0, 1), got {group['ns_step_size']}")
 
+    def output_degree(self, group, degree):
+        return 0.0
+
+    def scale_equivariant(self, group):
+        return True
+
     def init_state(self, m, n, like, group):
         return {}
 
@@ -303,6 +365,12 @@ class SinkhornPreconditioner(Preconditioner):
     def validate(self, group: Group) -> None:
         if int(group["sinkhorn_iters"]) < 1:
             raise ValueError(f"sinkhorn_iters must be >= 1, got {group['sinkhorn_iters']}")
+
+    def output_degree(self, group, degree):
+        return 0.0
+
+    def scale_equivariant(self, group):
+        return True
 
     def init_state(self, m, n, like, group):
         return {}

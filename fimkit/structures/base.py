@@ -188,6 +188,18 @@ class Structure:
         scaled = coeff * inverse_power(evals.clamp_min(0), power, eps).unsqueeze(-1)
         return unvec((evecs @ scaled).squeeze(-1), m, n)
 
+    def statistic_degree(self, name: str) -> float:
+        """How statistic ``name`` scales with the gradient: ``c^k`` for ``c G`` (default 2, a
+        second moment). An optimizer keeps its state in a power-of-two unit of the gradient with
+        it (``fimkit.optim.units``)."""
+        return 2.0
+
+    def parameter_degree(self, name: str) -> float | None:
+        """How fitted parameter ``name`` scales with the gradient (``None``: not declared; a cached
+        fit, ``precondition_frequency > 1``, is then not rescaled when the unit moves and is
+        right again at its next refresh)."""
+        return None
+
     def statistics_prior(self, m: int, n: int, dtype=torch.float32) -> dict[str, Tensor]:
         """Identity-like values of the statistics, to start accumulators at ``c * prior``
         (Shampoo's ``L = eps I``). Empty: start at zero."""

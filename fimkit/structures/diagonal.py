@@ -39,6 +39,9 @@ class Diagonal(Structure):
     def fit_fim(self, fim: Tensor, m: int, n: int) -> Params:
         return {"d": torch.diagonal(fim).reshape(m, n).clone()}
 
+    def parameter_degree(self, name: str) -> float:
+        return 2.0
+
     def statistic_shapes(self, m: int, n: int) -> dict[str, tuple[int, ...]]:
         return {"d": (m, n)}
 

@@ -228,6 +228,26 @@ class Kronecker(Structure):
             return {"rows": self.rows.spec(m).shape, "cols": self.cols.spec(n).shape}
         return {"rows": self.rows.moment_shape(m), "cols": self.cols.moment_shape(n)}
 
+    def statistic_degree(self, name: str) -> float:
+        if self.resolved_estimator == "per_sample":  # the fixed point's q is scale-free
+            return 0.0 if name == "rows" else 2.0
+        return 2.0
+
+    def parameter_degree(self, name: str) -> float:
+        """The split of ``kron(A, B)``'s degree 2 between the factors that each estimator's fit
+        makes (``normalise_split`` for ``exact``; the marginal's trace normalisation; the bound's
+        square roots)."""
+        estimator = self.resolved_estimator
+        if estimator == "per_sample":
+            rows = 0.0
+        elif estimator == "marginal":
+            rows = 2.0
+        elif estimator == "exact" and (isinstance(self.rows, Identity) or isinstance(self.cols, Identity)):
+            rows = 2.0 if isinstance(self.cols, Identity) else 0.0
+        else:
+            rows = 1.0
+        return rows if name == "rows" else 2.0 - rows
+
     def statistics_prior(self, m: int, n: int, dtype=torch.float32) -> dict[str, Tensor]:
         if self.resolved_estimator in ONE_GRADIENT_ESTIMATORS:
             return {}

@@ -27,6 +27,7 @@ FAMILY = {"adam": "Diagonal", "racs": "RowColumn", "shampoo": "Kronecker(Full, F
           "soap": "EigenvalueCorrected(Full, Full)", "eigen_adam": "EigenvalueCorrected(Full, Identity)",
           "alice": "LowRankPlusDiagonal", "alice0": "LowRankPlusDiagonal", "galore": "LowRankPlusDiagonal",
           "fira": "LowRankPlusDiagonal"}
+DEMO = Path("paper_figs/cpu_demo/results.md")
 #: the optimizers the reproduction trains at paper settings
 PAPER_RUNS = ("adam", "racs", "alice", "alice0", "galore", "fira")
 
@@ -95,20 +96,30 @@ def pareto(errors: dict[str, float], sizes: dict[str, int]) -> list[str]:
     return sorted(front, key=lambda label: sizes[label])
 
 
-def optimizer_table(rows: list[dict], last: int) -> list[str]:
+def family_of(name: str, rows: list[dict]) -> str:
+    """The structure label of the family optimizer ``name`` declares, at the block's scale."""
+    family = FAMILY.get(name, "")
+    if family == "LowRankPlusDiagonal":
+        family = f"LowRankPlusDiagonal({paper_proportions(min(block_shape(rows[0]['block'])))['rank']})"
+    return family
+
+
+def optimizer_table(rows: list[dict], last: int) -> tuple[list[str], dict[str, float]]:
+    """The table of the optimizers' own F~, and each one's excess error over its family's optimum."""
     own, own_raw = mean_error(rows, "optimizer", last), mean_error(rows, "optimizer", last, "error")
     over_time = mean_error(rows, "optimizer")
     structures = mean_error(rows, "structure", last)
     lines = ["| optimizer | own F~, rescaled | raw | mean over steps | its family's optimum | numbers stored |",
              "|---|---|---|---|---|---|"]
+    gaps = {}
     for name in sorted(own, key=own.get):
-        family = FAMILY.get(name, "")
-        if family == "LowRankPlusDiagonal":
-            family = f"LowRankPlusDiagonal({paper_proportions(min(block_shape(rows[0]['block'])))['rank']})"
-        optimum = f"{family} {structures[family]:.3f}" if family in structures else "—"
+        family = family_of(name, rows)
+        optimum = "—"
+        if family in structures:
+            optimum, gaps[name] = f"{family} {structures[family]:.3f}", own[name] - structures[family]
         lines.append(f"| {name} | {own[name]:.3f} | {own_raw[name]:.3g} | {over_time[name]:.3f} | {optimum} | "
                      f"{numel(rows, name)} |")
-    return lines
+    return lines, gaps
 
 
 def ranking(rows: list[dict], runs: Runs) -> tuple[list[str], dict]:
@@ -174,6 +185,25 @@ What it does not show:
   column extrapolates from the two halves and is an estimate, not a measurement."""
 
 
+def demo_note(rows: list[dict], demo: Path) -> list[str]:
+    """``make demo``'s final losses (another preset and budget) beside the fit errors, if present."""
+    import re
+
+    if not demo.exists():
+        return []
+    losses = {m[1]: float(m[2]) for m in re.finditer(r"^\| (\w+) \| (\d+\.\d+) \|", demo.read_text(), re.M)}
+    fit = mean_error(rows, "optimizer")
+    both = sorted((name for name in losses if name in fit), key=losses.get)
+    if len(both) < 2:
+        return []
+    by_fit = sorted(both, key=fit.get)
+    rho = stats.spearmanr([fit[n] for n in both], [losses[n] for n in both]).statistic
+    return ["", f"Context, not the comparison asked for: `make demo`'s runs (`{demo}`: the `tiny` preset, 150 steps, "
+            f"its own batch and vocabulary) end in the order {' < '.join(f'{n} {losses[n]:.3f}' for n in both)}; "
+            f"the fit errors here order them {' < '.join(f'{n} {fit[n]:.3f}' for n in by_fit)} (Spearman rho "
+            f"{rho:.2f})."]
+
+
 def trajectory_note(trajectory: Path | None, runs: Runs) -> list[str]:
     """Whether the diagnosed run (when its folder is here) repeats the reproduction's Adam run."""
     import json
@@ -186,25 +216,77 @@ def trajectory_note(trajectory: Path | None, runs: Runs) -> list[str]:
     mine, theirs = (json.loads((folder / "config.json").read_text())["train"]
                     for folder in (trajectory, runs.runs_dir / adam.id))
     differing = sorted(k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs.get(k))
-    if differing:
-        return [f"\nThe diagnosed run differs from the reproduction's `{adam.id}` in {', '.join(differing)}."]
-    loss, reference = json.loads((trajectory / "summary.json").read_text())["final_eval_loss"], runs.final(adam)
+    settings = ("the same settings" if not differing else "its settings except " + ", ".join(
+        f"{k} ({mine[k]!r} here, {theirs.get(k)!r} there)" for k in differing))
+    summary, reference = json.loads((trajectory / "summary.json").read_text()), runs.final(adam)
+    if summary.get("steps") != runs.protocol.steps or summary.get("final_eval_loss") is None:
+        return []  # not trained to the end (yet)
+    loss = summary["final_eval_loss"]
     verdict = ("equal to that run's: the diagnosed trajectory is that run's" if loss == reference else
-               f"not that run's {reference:.6f}: the trajectories differ (other code or machine)")
-    return [f"\nThe diagnosed run has the settings of the reproduction's `{adam.id}`; its final eval loss, "
-            f"{loss:.6f}, is {verdict}."]
+               f"not that run's {reference:.6f}: the trajectories differ")
+    return [f"\nThe diagnosed run (`{trajectory}`) has the reproduction's `{adam.id}` with {settings}; its final "
+            f"eval loss, {loss:.6f}, is {verdict}."]
 
 
-def write_report(results: Path, runs: Runs, trajectory: Path | None) -> Path:
-    rows, made_by = load(results)
-    blocks = list(dict.fromkeys(r["block"] for r in rows))
-    steps = sorted({r["step"] for r in rows})
+def over_time(rows: list[dict], steps: list[int]) -> list[str]:
+    """Per step, averaged over the blocks: the best structure, Diagonal and the noise of F."""
+    lines = ["| step | best structure | its error | Diagonal | sampling noise of F |", "|---|---|---|---|---|"]
+    for step in steps:
+        errors, noise = mean_error(rows, "structure", step), mean_error(rows, "noise", step, "error")
+        best = min(errors, key=errors.get)
+        lines.append(f"| {step} | {best} | {errors[best]:.3f} | {errors.get('Diagonal', math.nan):.3f} | "
+                     f"{next(iter(noise.values()), math.nan):.3f} |")
+    return lines
+
+
+def side_notes(rows: list[dict], blocks: list[str], last: int) -> list[str]:
+    """Which side of a one-sided eigenbasis helps in each block, and how close RowColumn is to Diagonal."""
+    final = {(r["block"], r["label"]): r["rescaled_error"] for r in rows if r["step"] == last}
+    notes = []
+    rows_side, cols_side = "EigenvalueCorrected(Full, Identity)", "EigenvalueCorrected(Identity, Full)"
+    if all((b, label) in final for b in blocks for label in (rows_side, cols_side)):
+        better = {b: "input (column)" if final[b, cols_side] < final[b, rows_side] else "output (row)" for b in blocks}
+        notes.append("A one-sided eigenbasis helps most on the " + "; ".join(
+            f"{side} side in {', '.join(f'`{b.split(chr(91))[0]}`' for b in blocks if better[b] == side)}"
+            for side in dict.fromkeys(better.values())) + ".")
+    if all((b, label) in final for b in blocks for label in ("Diagonal", "RowColumn")):
+        gap = max(final[b, "RowColumn"] - final[b, "Diagonal"] for b in blocks)
+        notes.append(f"RowColumn (RACS's structure) is at most {gap:.3f} above Diagonal (Adam's) in every block, "
+                     f"with {numel(rows, 'RowColumn')} numbers instead of {numel(rows, 'Diagonal')}.")
+    return notes
+
+
+def structures_section(rows: list[dict], blocks: list[str], steps: list[int]) -> list[str]:
     last = steps[-1]
     structures = mean_error(rows, "structure", last)
     sizes = {label: numel(rows, label) for label in structures}
     ordered = sorted(structures, key=structures.get)
-    first = mean_error(rows, "structure", steps[0])
-    front = pareto(structures, sizes)
+    front = ", ".join(f"{label} ({sizes[label]} numbers, {structures[label]:.3f})"
+                      for label in pareto(structures, sizes))
+    return ["", f"## Which structure fits best where (step {last})", "", *structure_table(rows, blocks, last), "",
+            f"Best, averaged over the blocks: **{ordered[0]}** ({structures[ordered[0]]:.3f}), then {ordered[1]} "
+            f"({structures[ordered[1]]:.3f}) and {ordered[2]} ({structures[ordered[2]]:.3f}); worst "
+            f"{ordered[-1]} ({structures[ordered[-1]]:.3f}). " + " ".join(side_notes(rows, blocks, last)),
+            "", f"Accuracy against memory (no other structure is both smaller and closer): {front}.",
+            "", "Over training (means over the blocks):", "", *over_time(rows, steps),
+            "", "The two best structures per block and step:", "", *best_per_block(rows, blocks, steps)]
+
+
+def optimizers_section(rows: list[dict], last: int) -> list[str]:
+    table, gaps = optimizer_table(rows, last)
+    ordered = sorted(gaps, key=gaps.get)
+    return ["", "## What the optimizers actually use", "",
+            "Each optimizer's own code replayed on the same gradients, one per step; `F~` read from its state "
+            f"(`fimkit.optimizer_fisher`). Mean over the blocks at step {last}; raw errors carry the estimator's "
+            "scale (Shampoo's sums are far off, hence the rescaling).", "", *table, "",
+            "Excess over the family's optimum, smallest first: " + ", ".join(f"{n} +{gaps[n]:.3f}" for n in ordered)
+            + "."]
+
+
+def write_report(results: Path, runs: Runs, trajectory: Path | None, demo: Path = DEMO) -> Path:
+    rows, made_by = load(results)
+    blocks = list(dict.fromkeys(r["block"] for r in rows))
+    steps = sorted({r["step"] for r in rows})
     rank_lines, result = ranking(rows, runs)
     samples = rows[0]["samples"]
     rows_, cols_ = block_shape(blocks[0])
@@ -214,20 +296,9 @@ def write_report(results: Path, runs: Runs, trajectory: Path | None) -> Path:
            f"gradients per step, steps {', '.join(map(str, steps))}. Errors are `min_c ||F - c F~|| / ||F||` "
            f"(the learning rate absorbs a preconditioner's scale; raw errors are in the CSV)."]
     out += trajectory_note(trajectory, runs)
-    out += ["", f"## Which structure fits best where (step {last})", "", *structure_table(rows, blocks, last), "",
-            f"Best, averaged over the blocks: **{ordered[0]}** ({structures[ordered[0]]:.3f}), then {ordered[1]} "
-            f"({structures[ordered[1]]:.3f}) and {ordered[2]} ({structures[ordered[2]]:.3f}); worst "
-            f"{ordered[-1]} ({structures[ordered[-1]]:.3f}). At step {steps[0]} the best was "
-            f"{min(first, key=first.get)} ({min(first.values()):.3f}).",
-            "", "Accuracy against memory (no other structure is both smaller and closer): "
-            + ", ".join(f"{label} ({sizes[label]} numbers, {structures[label]:.3f})" for label in front) + ".",
-            "", "The two best structures per block and step:", "", *best_per_block(rows, blocks, steps),
-            "", "## What the optimizers actually use", "",
-            "Each optimizer's own code replayed on the same gradients, one per step; `F~` read from its "
-            f"state (`fimkit.optimizer_fisher`). Mean over the blocks at step {last}; raw errors carry the "
-            "estimator's scale (Shampoo's sums are far off, hence the rescaling).", "", *optimizer_table(rows, last),
-            "", "## Do the fit errors rank the optimizers as their training runs do?", "", *rank_lines, "",
-            ranking_verdict(result), "", "## What this shows and what it does not", "",
+    out += structures_section(rows, blocks, steps) + optimizers_section(rows, steps[-1])
+    out += ["", "## Do the fit errors rank the optimizers as their training runs do?", "", *rank_lines, "",
+            ranking_verdict(result), *demo_note(rows, demo), "", "## What this shows and what it does not", "",
             LIMITS.format(rows=rows_, cols=cols_, rank=paper_proportions(min(rows_, cols_))["rank"],
                           short=min(rows_, cols_), batch=runs.protocol.batch_size, samples=samples,
                           dim=rows_ * cols_)]

@@ -265,7 +265,8 @@ def markdown(rows: list[dict], cfg: TrainConfig, seconds: float, note: str, mode
 def save_figure(fig, stem: Path, note: str) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    fig.text(0.995, 0.005, note, ha="right", va="bottom", fontsize=6, color="0.45")
+    # wrapped to the figure's width: a long command must not widen the saved (tight) figure
+    fig.text(0.01, 0.002, note, ha="left", va="bottom", fontsize=6, color="0.45", wrap=True)
     paths = []
     for suffix in ("png", "svg"):
         path = stem.with_suffix(f".{suffix}")

@@ -9,6 +9,9 @@ exactly once; one no rule matches is an error, and so is a user pattern that mat
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import math
 import re
 from typing import Any
 
@@ -51,9 +54,19 @@ def _owner(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(module_name) if module_name else model
 
 
+def _is_linear(module: nn.Module) -> bool:
+    """``nn.Linear``, or Hugging Face's ``Conv1D`` (GPT-2's linear layer, weight stored ``in x out``;
+    recognised by name so that transformers is never imported)."""
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
 def parameter_roles(model: nn.Module, *, lm_head_pattern: str = LM_HEAD_PATTERN,
                     overrides: dict[str, str] | None = None) -> dict[str, str]:
-    """name -> role ("embedding", "lm_head", "matrix", "vector", or "override:<optimizer>").
+    """name -> role ("embedding", "lm_head", "matrix", "vector", "conv" or "override:<optimizer>").
+
+    Matrices are the weights of ``nn.Linear`` and HF ``Conv1D`` layers; "conv" are N-d weights of
+    convolutions (Adam by default; ``conv="matrix"`` in :func:`param_groups` gives them to the
+    structured optimizer, which views them as ``(out_channels, in_channels * kernel)`` matrices).
 
     ``overrides`` ({regex: optimizer name}) are tried first, in order; each must match at least
     one parameter.
@@ -72,10 +85,12 @@ def parameter_roles(model: nn.Module, *, lm_head_pattern: str = LM_HEAD_PATTERN,
             role = "embedding"
         elif role is None and re.search(lm_head_pattern, name):
             role = "lm_head"
-        elif role is None and p.ndim == 2 and isinstance(module, nn.Linear):
+        elif role is None and p.ndim == 2 and _is_linear(module):
             role = "matrix"
         elif role is None and p.ndim <= 1:
             role = "vector"
+        elif role is None and p.ndim > 2 and isinstance(module, nn.modules.conv._ConvNd):
+            role = "conv"
         if role is None:
             unmatched.append(f"{name} (shape {tuple(p.shape)}, in {type(module).__name__})")
         roles[name] = role
@@ -91,7 +106,7 @@ def parameter_roles(model: nn.Module, *, lm_head_pattern: str = LM_HEAD_PATTERN,
 
 
 def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str = "paper", *,
-                 adam_lr: float | None = None, overrides: dict[str, str] | None = None,
+                 adam_lr: float | None = None, overrides: dict[str, str] | None = None, conv: str = "adam",
                  lm_head_pattern: str = LM_HEAD_PATTERN, **hparams: Any) -> list[dict[str, Any]]:
     """Param groups, one per optimizer, each with ``optimizer`` (its name) and ``param_names``.
 
@@ -106,10 +121,15 @@ def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str
     matrix_optimizer = matrix_optimizer.lower()
     matrix_class = get_optimizer(matrix_optimizer)
     known = getattr(matrix_class, "default_hyperparameters", dict)()
+    if matrix_optimizer == "adam":  # routing steps every Adam group with torch's own Adam
+        known = {k: v.default for k, v in inspect.signature(torch.optim.Adam).parameters.items() if k != "params"}
     unknown = set(hparams) - set(known)
-    if unknown and matrix_optimizer != "adam":
-        raise TypeError(f"{matrix_class.__name__} has no hyperparameter(s) {sorted(unknown)}; "
-                        f"valid: {sorted(known)}")
+    if unknown:
+        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, known, 1)) else repr(k)
+                 for k in sorted(unknown)]
+        raise TypeError(f"{matrix_class.__name__} has no hyperparameter(s) {', '.join(hints)}; valid: {sorted(known)}")
+    if conv not in ("adam", "matrix"):
+        raise ValueError(f"conv must be 'adam' or 'matrix', got {conv!r}")
     lm_head = resolve_lm_head(lm_head, matrix_optimizer)
     lr = hparams.get("lr", known.get("lr", 1e-3))
     # the non-finite policy covers the Adam-routed parameters too (torch's Adam has none)
@@ -121,6 +141,7 @@ def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str
         "lm_head": "adam" if lm_head == "adam" else matrix_optimizer,
         "embedding": "adam",
         "vector": "adam",
+        "conv": "adam" if conv == "adam" else matrix_optimizer,
     }
     roles = parameter_roles(model, lm_head_pattern=lm_head_pattern, overrides=overrides)
     params = dict(model.named_parameters())
@@ -129,7 +150,7 @@ def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str
     by_group: dict[tuple[str, bool], list[str]] = {}
     for name, role in roles.items():
         target = role.partition(":")[2] if role.startswith("override:") else role_to_optimizer[role]
-        is_candidate = role == "matrix" or (role == "lm_head" and lm_head == "matrix")
+        is_candidate = role == "matrix" or (role == "lm_head" and lm_head == "matrix") or (role == "conv" and conv == "matrix")
         by_group.setdefault((target.lower(), split_adam and is_candidate), []).append(name)
 
     groups = []
@@ -197,3 +218,26 @@ def _release_hook(child: torch.optim.Optimizer):
         param.grad = None
 
     return step_and_free
+
+
+def describe(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str = "paper", **kwargs: Any) -> str:
+    """Where every parameter goes: a table of name, shape, role, optimizer and lr (a string to print).
+
+    Takes the arguments of :func:`param_groups`; nothing is built or changed."""
+    kwargs_roles = {k: kwargs[k] for k in ("overrides", "lm_head_pattern") if k in kwargs}
+    roles = parameter_roles(model, **kwargs_roles)
+    groups = param_groups(model, matrix_optimizer, lm_head, **kwargs)
+    shapes = dict(model.named_parameters())
+    def lr_of(group):  # a candidate group without an explicit lr runs at its class default
+        return group["lr"] if "lr" in group else get_optimizer(group["optimizer"]).default_hyperparameters()["lr"]
+
+    rows = [(name, tuple(shapes[name].shape), roles[name], g["optimizer"], lr_of(g))
+            for g in groups for name in g["param_names"]]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'parameter':<{width}}  {'shape':<14} {'role':<10} {'optimizer':<12} lr"]
+    lines += [f"{n:<{width}}  {str(shape):<14} {role:<10} {opt:<12} {lr:g}" for n, shape, role, opt, lr in rows]
+    counts = {}
+    for _, shape, _, opt, _ in rows:
+        counts[opt] = counts.get(opt, 0) + math.prod(shape)
+    lines.append("; ".join(f"{opt}: {count:,} elements" for opt, count in counts.items()))
+    return "\n".join(lines)

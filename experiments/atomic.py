@@ -40,6 +40,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.close(dir_fd)
 
 
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that ``atomic_path`` leaves when its process is killed mid-write
+    (``.NAME.XXXX.tmp``); returns them. Only for a folder no other process is writing to (a run
+    folder on resume)."""
+    folder = Path(folder)
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file()] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -20,14 +20,16 @@ from experiments.config import (
 from experiments.metrics import CONFIG
 from experiments.presets import PRESETS
 
-USER_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+#: what bad input raises (a ValueError names the setting; an OSError the file): one line and exit 2
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
 
 
 def _run(prog: str, action) -> int:
     try:
         action()
     except USER_ERRORS as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split()) or type(exc).__name__  # one line
+        print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted (resume with --resume)", file=sys.stderr)
@@ -122,6 +124,7 @@ def data_command(argv: list[str]) -> int:
     def action():
         from experiments.data import DataSpec, prepare
 
+        TrainConfig(vocab_size=args.vocab_size, val_fraction=args.val_fraction).validate()
         data = prepare(DataSpec(tuple(args.data), args.tokenizer, args.vocab_size, args.val_fraction), args.cache)
         print(f"tokenizer: {data.tokenizer}\ntrain: {data.train} ({data.meta['train_tokens']:,} tokens)\n"
               f"val:   {data.val} ({data.meta['val_tokens']:,} tokens)")

@@ -44,13 +44,18 @@ def run_comparison(base: TrainConfig, specs: list[str], seeds: list[int], out: s
     """Train every spec for every seed (seed fixes weights and batch order alike); returns one
     summary per run, labelled with its spec."""
     out = Path(out)
-    summaries = []
+    runs = []
     for spec in specs:
         _, fields, hparams = parse_spec(spec)
         for seed in seeds:
             cfg = dataclasses.replace(base, **fields, hparams={**base.hparams, **hparams}, seed=seed,
                                       data_seed=seed, out=str(out / run_dir_name(spec, seed, len(seeds))))
-            summaries.append({**train(cfg, resume=resume), "label": spec, "seed": seed})
+            try:
+                cfg.resolve()  # every spec checked before the first run trains
+            except ValueError as exc:
+                raise ValueError(f"optimizer spec {spec!r}: {exc}") from None
+            runs.append((spec, seed, cfg))
+    summaries = [{**train(cfg, resume=resume), "label": spec, "seed": seed} for spec, seed, cfg in runs]
     write_text_atomic(out / "results.json", json.dumps(summaries, indent=2) + "\n")
     return summaries
 

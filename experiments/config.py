@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import typing
 from dataclasses import dataclass, field
@@ -16,44 +17,74 @@ from pathlib import Path
 from typing import Any
 
 from experiments.optimizers import default_hparams
-from fimkit.routing import resolve_lm_head
 from experiments.presets import get_preset
+from fimkit.optim import get_optimizer
+from fimkit.optim.domains import BOOLEAN, NON_NEGATIVE, Domain, choice, integer, optional, real
+from fimkit.routing import resolve_lm_head
+
+TEXT = Domain("a string", lambda value: isinstance(value, str))
+TEXTS = Domain("a list of strings", lambda value: isinstance(value, list) and all(isinstance(v, str) for v in value))
+MAPPING = Domain("a mapping of names to values", lambda value: isinstance(value, dict))
+
+
+def _field(default: Any = None, domain: Domain = TEXT, factory=None):
+    """A config field with its valid values (``None`` always means "the preset's")."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"domain": domain})
+    return field(default=default, metadata={"domain": domain})
+
+
+def suggestion(name: str, valid) -> str:
+    """`` (did you mean 'x'?)`` for the closest valid name, or nothing."""
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass
 class TrainConfig:
-    preset: str = "tiny"
-    optimizer: str = "adam"
-    lm_head: str = "paper"  # "paper" (the paper's choice per optimizer), "adam" or "matrix" (the candidate)
-    steps: int | None = None
-    batch_size: int | None = None  # sequences per optimizer step
-    micro_batch: int | None = None  # sequences per forward/backward (gradient accumulation)
-    seq_len: int | None = None
-    lr: float | None = None  # peak lr of the matrix optimizer; None: the paper's
-    adam_lr: float | None = None  # peak lr of the Adam-routed parameters; None: same as lr
-    hparams: dict[str, Any] = field(default_factory=dict)  # other optimizer hyperparameters
-    warmup_fraction: float = 0.1
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 0.0  # max global grad norm; 0 disables (GaLore's default)
-    grad_release: bool = False  # layer-wise gradient release: step each parameter in backward
-    seed: int = 0  # model initialisation
-    data_seed: int | None = None  # batch order; None: same as seed
-    data: list[str] = field(default_factory=lambda: ["debian"])  # "debian", "installed" or files
-    tokenizer: str = "bpe"  # "bpe", "t5", "t5:PATH" or a tokenizer.json
-    vocab_size: int | None = None  # model vocabulary (and BPE size); None: the preset's
-    val_fraction: float = 0.01  # of documents held out
-    eval_every: int | None = None
-    eval_tokens: int | None = None
-    ckpt_every: int | None = None
-    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
-    dtype: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16"
-    compile: bool = False
-    threads: int = 0  # torch CPU threads; 0: torch's default
-    out: str | None = None  # run folder; None: runs/{preset}-{optimizer}
-    cache: str = ".cache"
+    preset: str = _field("tiny")
+    optimizer: str = _field("adam")
+    lm_head: str = _field("paper")  # "paper" (the paper's choice per optimizer), "adam" or "matrix" (the candidate)
+    steps: int | None = _field(None, integer(1))
+    batch_size: int | None = _field(None, integer(1))  # sequences per optimizer step
+    micro_batch: int | None = _field(None, integer(1))  # sequences per forward/backward (gradient accumulation)
+    seq_len: int | None = _field(None, integer(1))
+    lr: float | None = _field(None, NON_NEGATIVE)  # peak lr of the matrix optimizer; None: the paper's
+    adam_lr: float | None = _field(None, NON_NEGATIVE)  # peak lr of the Adam-routed parameters; None: same as lr
+    hparams: dict[str, Any] = _field(domain=MAPPING, factory=dict)  # other optimizer hyperparameters
+    warmup_fraction: float = _field(0.1, real(0.0, 1.0))
+    min_lr_ratio: float = _field(0.1, real(0.0, 1.0))
+    grad_clip: float = _field(0.0, NON_NEGATIVE)  # max global grad norm; 0 disables (GaLore's default)
+    grad_release: bool = _field(False, BOOLEAN)  # layer-wise gradient release: step each parameter in backward
+    seed: int = _field(0, integer(0))  # model initialisation
+    data_seed: int | None = _field(None, integer(0))  # batch order; None: same as seed
+    data: list[str] = _field(domain=TEXTS, factory=lambda: ["debian"])  # "debian", "installed" or files
+    tokenizer: str = _field("bpe")  # "bpe", "t5", "t5:PATH" or a tokenizer.json
+    vocab_size: int | None = _field(None, integer(2))  # model vocabulary (and BPE size); None: the preset's
+    val_fraction: float = _field(0.01, real(0.0, 1.0, low_open=True, high_open=True))  # of documents held out
+    eval_every: int | None = _field(None, integer(1))
+    eval_tokens: int | None = _field(None, integer(1))
+    ckpt_every: int | None = _field(None, integer(1))
+    device: str = _field("auto")  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    dtype: str = _field("auto", choice("auto", "fp32", "bf16"))  # "auto": bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = _field(False, BOOLEAN)
+    threads: int = _field(0, integer(0))  # torch CPU threads; 0: torch's default
+    out: str | None = _field(None)  # run folder; None: runs/{preset}-{optimizer}
+    cache: str = _field(".cache")
+
+    def validate(self) -> None:
+        """Every field in its domain (``None`` means "the preset's"), as a ``ValueError`` naming
+        the field, its command-line flag, the value and the valid values."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            domain = f.metadata["domain"]
+            if value is not None and not domain.contains(value):
+                flag = "--opt" if f.name == "hparams" else "--" + f.name.replace("_", "-")
+                raise ValueError(f"{f.name}={value!r} ({flag}) is not {domain.description}")
 
     def resolve(self) -> TrainConfig:
         """A copy with every ``None`` replaced by the preset's or the paper's value."""
+        self.validate()
         preset = get_preset(self.preset)
         c = dataclasses.replace(self, hparams=dict(self.hparams), data=list(self.data))
         for name in ("steps", "batch_size", "micro_batch", "seq_len", "eval_every", "eval_tokens", "ckpt_every"):
@@ -66,12 +97,11 @@ class TrainConfig:
         if c.grad_release and (c.micro_batch != c.batch_size or c.grad_clip > 0):
             raise ValueError("grad_release steps each parameter as soon as its gradient exists, so it needs "
                              "micro_batch == batch_size (no accumulation) and grad_clip 0")
-        if c.dtype not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"dtype must be 'auto', 'fp32' or 'bf16', got {c.dtype!r}")
         c.vocab_size = c.vocab_size or preset.model.vocab_size
         c.data_seed = c.seed if c.data_seed is None else c.data_seed
         c.optimizer = c.optimizer.lower()
         paper = default_hparams(c.optimizer, preset, c.steps)
+        check_hparams(c.optimizer, c.hparams, valid=paper)
         c.hparams = {**{k: v for k, v in paper.items() if k != "lr"}, **c.hparams}
         c.lr = paper.get("lr", 1e-3) if c.lr is None else c.lr
         c.out = c.out or f"runs/{c.preset}-{c.optimizer}"
@@ -83,10 +113,25 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
+        unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown config field(s) {sorted(unknown)}")
+            raise ValueError(f"unknown config field(s) {', '.join(repr(k) + suggestion(k, known) for k in unknown)}; "
+                             f"valid: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+def check_hparams(optimizer: str, hparams: dict[str, Any], valid: dict[str, Any]) -> None:
+    """Optimizer hyperparameters (``--opt``, a compare spec's extra keys): known names (the closest
+    one suggested) and values in their domains, before any data is prepared."""
+    unknown = sorted(set(hparams) - set(valid))
+    if unknown:
+        key = unknown[0]
+        raise ValueError(f"--opt {key}: {optimizer} has no hyperparameter {key!r}{suggestion(key, valid)}; "
+                         f"valid: {', '.join(sorted(valid))}")
+    domains = getattr(get_optimizer(optimizer), "domains", {})
+    for key, value in hparams.items():
+        if key in domains and not domains[key].contains(value):
+            raise ValueError(f"--opt {key}={value!r}: {optimizer}'s {key} must be {domains[key].description}")
 
 
 def parse_key_value(text: str) -> tuple[str, Any]:
@@ -133,5 +178,15 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    values = json.loads(Path(path).read_text())
-    return TrainConfig.from_dict(values.get("train", values))
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); repair it "
+                         f"or start from a new config") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a config is a JSON object of settings, got {type(values).__name__}")
+    try:
+        return TrainConfig.from_dict(values.get("train", values))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None

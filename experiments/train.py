@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import fimkit
-from experiments.atomic import write_text_atomic
+from experiments.atomic import remove_stale_temporaries, write_text_atomic
 from experiments.checkpoint import CHECKPOINT, load_checkpoint, restore, save_checkpoint
 from experiments.config import TrainConfig
 from experiments.data import DataSpec, prepare
@@ -91,7 +91,14 @@ def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None)
     early, with a checkpoint, at that step (a preemptible job's slice; resume continues)."""
     cfg = cfg.resolve()
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; the run folder must be a folder (or not exist yet)")
+    if until_step is not None and not (isinstance(until_step, int) and until_step >= 1):
+        raise ValueError(f"--until-step {until_step!r} is not an integer >= 1")
     checkpoint = out / CHECKPOINT
+    if resume:
+        for stale in remove_stale_temporaries(out):
+            log(f"removed {stale}, a temporary file of a write that was interrupted")
     saved = load_checkpoint(checkpoint) if resume and checkpoint.exists() else None
     if saved is not None:
         check_resumable(saved["config"], cfg)

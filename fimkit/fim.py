@@ -33,6 +33,11 @@ def check_samples(grads: Tensor) -> Tensor:
         )
     if not grads.is_floating_point():
         raise ValueError(f"gradient samples must be real floating point, got {grads.dtype}")
+    finite = torch.isfinite(grads).flatten(1).all(1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(f"gradient samples must be finite: sample(s) {bad[:5]}{' ...' if len(bad) > 5 else ''} "
+                         f"of {grads.shape[0]} contain NaN or infinity")
     return grads
 
 
@@ -53,6 +58,22 @@ def check_fim(fim: Tensor, shape: tuple[int, int]) -> Tensor:
             f"a dense Fisher for a {m} x {n} weight must have shape ({m * n}, {m * n}); "
             f"got {tuple(fim.shape)}"
         )
+    if not bool(torch.isfinite(fim).all()):
+        raise ValueError("the Fisher must be finite; it contains NaN or infinity")
     if not torch.allclose(fim, fim.mT, rtol=1e-6, atol=1e-12 * float(fim.abs().max()) + 1e-300):
         raise ValueError("the Fisher must be symmetric (F = E[g g^T])")
+    return fim
+
+
+def check_psd(fim: Tensor) -> Tensor:
+    """Refuse a dense Fisher with a negative eigenvalue beyond round-off (``F = E[g g^T]`` is
+    positive semi-definite; the closed forms assume it and would return "positive" factors that
+    are not). Tolerance: ``100 * mn * eps`` of the largest eigenvalue's magnitude."""
+    evals = torch.linalg.eigvalsh(0.5 * (fim + fim.mT).to(torch.promote_types(fim.dtype, torch.float32)))
+    top = float(evals.abs().max()) if evals.numel() else 0.0
+    tolerance = 100 * fim.shape[0] * torch.finfo(evals.dtype).eps * top
+    if float(evals.min()) < -tolerance:
+        raise ValueError(f"the Fisher must be positive semi-definite (F = E[g g^T]); its smallest eigenvalue is "
+                         f"{float(evals.min()):.3g} (largest magnitude {top:.3g}). Pass gradient samples, or "
+                         f"a sum of outer products")
     return fim

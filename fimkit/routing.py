@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .optim.registry import get_optimizer
+from .optim.domains import NON_NEGATIVE
 from .optim.routed import NONFINITE_POLICIES, RoutedOptimizer, guarded_step
 
 #: names of output heads (the last linear layer of a language model)
@@ -123,6 +124,7 @@ def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str
     known = getattr(matrix_class, "default_hyperparameters", dict)()
     if matrix_optimizer == "adam":  # routing steps every Adam group with torch's own Adam
         known = {k: v.default for k, v in inspect.signature(torch.optim.Adam).parameters.items() if k != "params"}
+        known["on_nonfinite"] = "skip"  # the routed optimizer's policy covers torch's Adam too
     unknown = set(hparams) - set(known)
     if unknown:
         hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, known, 1)) else repr(k)
@@ -136,6 +138,9 @@ def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str
     on_nonfinite = hparams.get("on_nonfinite", "skip")
     if on_nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}")
+    for key, value in (("adam_lr", adam_lr), ("lr", lr)):  # torch's Adam takes lr=inf
+        if value is not None and not NON_NEGATIVE.contains(value):
+            raise ValueError(f"{key}={value!r} is not {NON_NEGATIVE.description}")
     role_to_optimizer = {
         "matrix": matrix_optimizer,
         "lm_head": "adam" if lm_head == "adam" else matrix_optimizer,

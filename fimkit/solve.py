@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .fim import check_fim, check_samples, empirical_fim
+from .fim import check_fim, check_psd, check_samples, empirical_fim
 from .generic_solver import generic_fit
 from .structures.base import Params, Structure
 
@@ -48,6 +48,21 @@ class Approximation:
         return self.error / max(self.fim_norm, 1e-300)
 
 
+class SolverError(ArithmeticError):
+    """A solver that did not converge, or returned a non-finite member."""
+
+
+def check_dense_shape(structure: Structure, params: Params, m: int, n: int) -> Tensor:
+    """``structure.dense(params, m, n)``, refused unless it is ``mn x mn`` (a user structure whose
+    ``dense`` returns a vector or a 1 x 1 would otherwise broadcast into a "solution")."""
+    matrix = structure.dense(params, m, n)
+    if not isinstance(matrix, Tensor) or tuple(matrix.shape) != (m * n, m * n):
+        shape = tuple(matrix.shape) if isinstance(matrix, Tensor) else type(matrix).__name__
+        raise ValueError(f"{type(structure).__name__}.dense(params, {m}, {n}) must return the {m * n} x {m * n} "
+                         f"member F~ of a {m} x {n} weight; it returned {shape}")
+    return matrix
+
+
 def solve(structure: Structure, fim: Tensor, shape: tuple[int, int] | None = None, *,
           method: str | None = None, restarts: int = 2, seed: int = 0) -> Approximation:
     """The member of ``structure`` closest to the Fisher in Frobenius norm.
@@ -60,6 +75,8 @@ def solve(structure: Structure, fim: Tensor, shape: tuple[int, int] | None = Non
     if not isinstance(structure, Structure):
         raise TypeError(f"solve() needs a fimkit Structure, got {structure!r}")
     samples = None
+    if not isinstance(fim, Tensor):
+        raise TypeError(f"solve() takes a torch.Tensor (a dense Fisher or gradient samples), got {type(fim).__name__}")
     if fim.ndim not in (2, 3):
         raise ValueError(
             f"solve() takes a dense Fisher (mn, mn) with shape=(m, n), or gradient samples of shape "
@@ -76,6 +93,8 @@ def solve(structure: Structure, fim: Tensor, shape: tuple[int, int] | None = Non
         raise ValueError("solve() with a dense (mn x mn) Fisher needs shape=(m, n)")
     m, n = shape
     fim = check_fim(fim, (m, n))
+    if samples is None:
+        check_psd(fim)
     if method not in (None, "generic"):
         raise ValueError(f"method must be None (the structure's own solver) or 'generic', got {method!r}")
 
@@ -83,10 +102,13 @@ def solve(structure: Structure, fim: Tensor, shape: tuple[int, int] | None = Non
     solver = structure.solver
     if params is None:
         solver = "generic"
+        check_dense_shape(structure, structure.initial_params(m, n, 1.0), m, n)
         params = generic_fit(structure, (m, n), fim=fim if samples is None else None,
                              grads=samples, restarts=restarts, seed=seed)
         params = {k: v.to(fim.dtype) for k, v in params.items()}
-    matrix = structure.dense(params, m, n)
+    matrix = check_dense_shape(structure, params, m, n)
+    if not bool(torch.isfinite(matrix).all()):
+        raise SolverError(f"{structure!r}: the {solver} solution is not finite")
     return Approximation(
         structure=structure, shape=(m, n), params=params, matrix=matrix,
         error=torch.linalg.matrix_norm(fim - matrix), solver=solver,

@@ -25,7 +25,9 @@ import torch
 from torch import Tensor
 
 from ..linalg import keep_on_failure, limiter_from_norm
-from ..optim.chain import Block, Group, ScalarBlock, State, check_betas, is_refresh_step
+from ..optim.chain import Block, Group, ScalarBlock, State, is_refresh_step
+from ..optim.domains import BETAS, BOOLEAN, DECAY, NON_NEGATIVE, choice, integer, optional, real
+from ..structures.lowrank import PROJECTIONS, SWITCH_MODES
 from ..structures.lowrank import COMPENSATION_MODES, TRACKING_OPTIONS, LowRankPlusDiagonal
 from .compensation import (
     back_project, column_norm_ratio, optimal_column_scale, residual_energy, scaled_residual_norm, tensor_norm_ratio,
@@ -62,11 +64,6 @@ def effective_rank(rank: int, m: int, n: int | None = None, warn: bool = False) 
     return min(rank, m)
 
 
-def _check_choice(group: Group, name: str, choices: tuple[str, ...]) -> None:
-    if group[name] not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {group[name]!r}")
-
-
 class SubspaceProjection(Block):
     """Maintains the basis ``U`` (``m x r``) and projects: ``X -> Projected(U^T X, U^T X)``.
 
@@ -82,6 +79,11 @@ class SubspaceProjection(Block):
         "rank": 128, "leading": 40, "update_interval": 200, "tracking_beta": 0.999,
         "switching": True, "switch_mode": "complement", "projection": "eigen", "seed": None,
         "rotate_moments_on_switch": False, "reproject_Q_on_switch": False,
+    }
+    domains = {
+        "rank": integer(1), "leading": integer(0), "update_interval": integer(1), "tracking_beta": DECAY,
+        "switching": BOOLEAN, "switch_mode": choice(*SWITCH_MODES), "projection": choice(*PROJECTIONS),
+        "seed": optional(integer(None)), "rotate_moments_on_switch": BOOLEAN, "reproject_Q_on_switch": BOOLEAN,
     }
     needs_step = True
 
@@ -101,12 +103,7 @@ class SubspaceProjection(Block):
         return replace(self.structure, **{k: group[k] for k in TRACKING_OPTIONS if k in group and k != "compensation"})
 
     def validate(self, group: Group) -> None:
-        value = group["update_interval"]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"update_interval must be an integer >= 1, got {value!r}")
-        self.structure_for(group)
-        if group["seed"] is not None and (isinstance(group["seed"], bool) or not isinstance(group["seed"], int)):
-            raise ValueError(f"seed must be None or an integer, got {group['seed']!r}")
+        self.structure_for(group)  # the combinations of options the structure refuses
 
     def init_state(self, m: int, n: int, like: Tensor, group: Group) -> State:
         r = effective_rank(group["rank"], m, n, warn=True)
@@ -164,11 +161,7 @@ class ProjectedAdam(Block):
     """Adam's moments of ``sigma`` (``r x n`` each): ``Projected(sigma, m / (sqrt(v) + eps))``."""
 
     hyperparameters = {"betas": (0.9, 0.9), "eps": 1e-8}
-
-    def validate(self, group: Group) -> None:
-        check_betas(group)
-        if not group["eps"] >= 0:
-            raise ValueError(f"eps must be >= 0, got {group['eps']}")
+    domains = {"betas": BETAS, "eps": NON_NEGATIVE}
 
     def init_state(self, m, n, like, group):
         r = effective_rank(group["rank"], m)
@@ -200,6 +193,8 @@ class CompensatedBackProjection(Block):
 
     hyperparameters = {"alpha": 0.3, "alpha_c": 0.4, "compensation": "optimal", "gamma": 1.01,
                        "compensation_eps": 1e-8}
+    domains = {"alpha": NON_NEGATIVE, "alpha_c": NON_NEGATIVE, "compensation": choice(*COMPENSATION_MODES),
+               "gamma": real(1.0), "compensation_eps": NON_NEGATIVE}
 
     def __init__(self, compensation_scaled_by_alpha: bool = True, compensation: str = "optimal"):
         self.compensation_scaled_by_alpha = compensation_scaled_by_alpha
@@ -208,14 +203,6 @@ class CompensatedBackProjection(Block):
     def __repr__(self) -> str:
         return (f"CompensatedBackProjection(compensation_scaled_by_alpha={self.compensation_scaled_by_alpha}, "
                 f"compensation={self.hyperparameters['compensation']!r})")
-
-    def validate(self, group: Group) -> None:
-        _check_choice(group, "compensation", COMPENSATION_MODES)
-        for name in ("alpha", "alpha_c", "compensation_eps"):
-            if not group[name] >= 0:
-                raise ValueError(f"{name} must be >= 0, got {group[name]}")
-        if not group["gamma"] >= 1.0:
-            raise ValueError(f"gamma (norm-growth limit) must be >= 1, got {group['gamma']}")
 
     def state_degrees(self, group, degree):
         # p is the complement energy of the gradient; phi the norm of the scale-free C
@@ -266,9 +253,7 @@ class ChannelScaling(Block):
     or one ``s = ||omega|| / ||sigma||`` (``"tensor"``, APOLLO-Mini)."""
 
     hyperparameters = {"scale_type": "channel"}
-
-    def validate(self, group: Group) -> None:
-        _check_choice(group, "scale_type", ("channel", "tensor"))
+    domains = {"scale_type": choice("channel", "tensor")}
 
     def output_degree(self, group, degree):
         return 0.0  # G times a ratio of a scale-free direction to sigma
@@ -283,6 +268,7 @@ class BiasCorrection(ScalarBlock):
     ``bias_correction`` (official GaLore/Fira/APOLLO place it after their scalings)."""
 
     hyperparameters = {"bias_correction": True}
+    domains = {"bias_correction": BOOLEAN}
     needs_step = True
 
     def factor(self, update, state, group, step):

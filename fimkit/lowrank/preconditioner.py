@@ -14,7 +14,8 @@ matrix-free ``F~^{-power}``: the plain square-root natural gradient of the struc
 from __future__ import annotations
 
 from ..optim.blocks import tracking_blocks
-from ..optim.chain import Group, check_betas
+from ..optim.chain import Group
+from ..optim.domains import BETAS, BOOLEAN, NON_NEGATIVE, POSITIVE
 from ..optim.preconditioners import Preconditioner, preconditioner_for
 from ..structures.lowrank import LowRankPlusDiagonal
 from .blocks import SECOND_MOMENTS, SubspaceProjection, effective_rank, subspace_tracking_blocks
@@ -29,6 +30,8 @@ class LowRankPlusDiagonalPreconditioner(Preconditioner):
         self.hyperparameters = {
             **self.subspace.hyperparameters, "betas": (0.9, 0.999), "eps": 1e-8, "power": 0.5, "bias_correction": True,
         }
+        self.domains = {**self.subspace.domains, "betas": BETAS, "eps": NON_NEGATIVE, "power": POSITIVE,
+                        "bias_correction": BOOLEAN}
 
     @property
     def refresh_offset(self) -> int:
@@ -40,9 +43,6 @@ class LowRankPlusDiagonalPreconditioner(Preconditioner):
 
     def validate(self, group: Group) -> None:
         self.subspace.validate(group)
-        check_betas(group)
-        if not group["eps"] >= 0:
-            raise ValueError(f"eps must be >= 0, got {group['eps']}")
 
     def state_degrees(self, group, degree):
         return {**self.subspace.state_degrees(group, 1.0), SECOND_MOMENTS[0]: 2.0, "complement_energy": 2.0}

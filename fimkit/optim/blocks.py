@@ -18,7 +18,8 @@ from torch import Tensor
 from ..linalg import norm_growth_limiter
 from ..normalisation import rescale_to_rms, standardize_rows
 from ..structures.base import Structure
-from .chain import Block, Group, ScalarBlock, State, check_betas
+from .chain import Block, Group, ScalarBlock, State
+from .domains import BETAS, BOOLEAN, NON_NEGATIVE, POSITIVE, real
 from .preconditioners import Preconditioner, preconditioner_for
 
 
@@ -26,10 +27,8 @@ class Momentum(Block):
     """``m = b1 m + (1 - b1) G`` (bias-corrected when ``bias_correction``); off when b1 = 0."""
 
     hyperparameters = {"betas": (0.9, 0.999), "bias_correction": True}
+    domains = {"betas": BETAS, "bias_correction": BOOLEAN}
     needs_step = True
-
-    def validate(self, group: Group) -> None:
-        check_betas(group)
 
     def init_state(self, m, n, like, group):
         return {"exp_avg": like.new_zeros(m, n)} if group["betas"][0] > 0 else {}
@@ -62,6 +61,7 @@ class Precondition(Block):
         self.preconditioner = preconditioner or preconditioner_for(structure)
         self.preconditioner.refresh_offset = refresh_offset
         self.hyperparameters = self.preconditioner.hyperparameters
+        self.domains = self.preconditioner.domains
         self.needs_step = self.preconditioner.needs_step
 
     def __repr__(self) -> str:
@@ -99,6 +99,7 @@ class Scale(ScalarBlock):
     def __init__(self, name: str = "alpha", default: float = 1.0):
         self.name = name
         self.hyperparameters = {name: default}
+        self.domains = {name: NON_NEGATIVE}  # a negative scale would ascend the loss
 
     def __repr__(self) -> str:
         default = self.hyperparameters[self.name]
@@ -117,11 +118,8 @@ class NormGrowthLimiter(ScalarBlock):
     """
 
     hyperparameters = {"gamma": 1.01}
+    domains = {"gamma": real(1.0)}  # the factor by which the update norm may grow per step
     reads_update = True
-
-    def validate(self, group: Group) -> None:
-        if not group["gamma"] >= 1.0:
-            raise ValueError(f"gamma (norm-growth limit) must be >= 1, got {group['gamma']}")
 
     def init_state(self, m, n, like, group):
         return {"phi": like.new_zeros(())}
@@ -140,6 +138,7 @@ class ClipUpdateRMS(Block):
     """Adafactor's update clipping: ``X / max(1, RMS(X) / d)`` (no host sync)."""
 
     hyperparameters = {"d": 1.0}
+    domains = {"d": POSITIVE}  # the largest RMS an update may have
 
     def __call__(self, update, grad, param, state, group, step):
         rms = update.square().mean().sqrt()
@@ -150,6 +149,7 @@ class RelativeStepSize(Block):
     """Adafactor's step size ``max(eps2, RMS(W)) * min(lr, 1/sqrt(t))`` and the sign."""
 
     hyperparameters = {"eps2": 1e-3}
+    domains = {"eps2": NON_NEGATIVE}
     needs_step = True
 
     def scale_equivariant(self, group):
@@ -179,6 +179,7 @@ class RescaleToRMS(Block):
     when ``rescale`` is true, so that ``lr * alpha`` is the per-entry step size."""
 
     hyperparameters = {"rescale": True}
+    domains = {"rescale": BOOLEAN}
 
     def output_degree(self, group, degree):
         return 0.0 if group["rescale"] else degree
@@ -194,6 +195,7 @@ class NesterovLookahead(Block):
     """After ``Momentum``: Muon's Nesterov form ``(1 - b1) G + b1 M`` when ``nesterov``."""
 
     hyperparameters = {"nesterov": True}
+    domains = {"nesterov": BOOLEAN}
 
     def scale_equivariant(self, group):
         return True  # both its inputs scale like the gradient

@@ -26,7 +26,16 @@ import torch
 from torch import Tensor
 
 from . import units
+from .domains import BOOLEAN, NON_NEGATIVE, STATE_DTYPE, Domain, check_group, choice
 from .units import gradient_extremes
+
+#: the state dict key naming the class that owns each param group (checked on load)
+CLASSES_KEY = "fimkit_classes"
+
+
+def with_saved_classes(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+    owner = getattr(optimizer, "group_owner", lambda group: optimizer)
+    return {**state_dict, CLASSES_KEY: [type(owner(g)).__name__ for g in optimizer.param_groups]}
 
 State = dict[str, Tensor]
 Group = dict[str, Any]
@@ -42,6 +51,10 @@ COMMON_HYPERPARAMETERS = {
     # "skip": leave parameter and state untouched for a non-finite gradient; "raise"; "ignore".
     "on_nonfinite": "skip",
 }
+COMMON_DOMAINS = {
+    "lr": NON_NEGATIVE, "weight_decay": NON_NEGATIVE, "transpose_to_short_side": BOOLEAN,
+    "state_dtype": STATE_DTYPE, "on_nonfinite": choice("skip", "raise", "ignore"),
+}
 
 
 class Block:
@@ -50,11 +63,13 @@ class Block:
 
     #: hyperparameters (name -> default) this block reads from the param group
     hyperparameters: ClassVar[dict[str, Any]] = {}
+    #: the valid values of each of them (``fimkit.optim.domains``), checked for every param group
+    domains: ClassVar[dict[str, Domain]] = {}
     #: whether the block reads the per-parameter step counter
     needs_step: ClassVar[bool] = False
 
     def validate(self, group: Group) -> None:
-        """Raise ``ValueError`` for a bad hyperparameter value in ``group``."""
+        """Raise ``ValueError`` for a combination of values that the domains alone cannot refuse."""
 
     def init_state(self, m: int, n: int, like: Tensor, group: Group) -> State:
         """State tensors this block owns for an m x n (matrix view of a) parameter."""
@@ -140,12 +155,6 @@ class StateShape(NamedTuple):
     dtype: torch.dtype
 
 
-def check_betas(group: Group) -> None:
-    b1, b2 = group["betas"]
-    if not (0.0 <= b1 < 1.0) or not (0.0 <= b2 <= 1.0):
-        raise ValueError(f"betas must satisfy 0 <= beta1 < 1 and 0 <= beta2 <= 1, got {group['betas']}")
-
-
 class ChainOptimizer(torch.optim.Optimizer):
     """A ``torch.optim.Optimizer`` whose per-parameter update is ``blocks`` applied in order."""
 
@@ -171,6 +180,14 @@ class ChainOptimizer(torch.optim.Optimizer):
         if unknown:
             raise TypeError(f"{cls.__name__}: default(s) for unknown hyperparameter(s) {sorted(unknown)}; "
                             f"its blocks read {sorted(known)}")
+        cls.domains = {**COMMON_DOMAINS, **{k: d for block in cls.blocks for k, d in block.domains.items()}}
+        undeclared = set(known) - set(cls.domains)
+        if undeclared:
+            raise TypeError(f"{cls.__name__}: hyperparameter(s) {sorted(undeclared)} declare no domain; list the "
+                            f"valid values in the domains of the block that reads them (fimkit.optim.domains)")
+        for key, value in cls.default_hyperparameters().items():
+            if not cls.domains[key].contains(value):
+                raise TypeError(f"{cls.__name__}: the default {key}={value!r} is not {cls.domains[key].description}")
         if "__init__" not in cls.__dict__:
             cls.__init__ = _init_with_signature(cls)
         start = len(cls.blocks)
@@ -221,21 +238,29 @@ class ChainOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------------ validation
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        params = param_group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        if len({id(p) for p in params}) != len(params):  # torch only warns, then steps it twice
+            raise ValueError(f"{type(self).__name__}: param group {len(self.param_groups)} lists a tensor more "
+                             f"than once; list each parameter once")
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        self._validate_group(group)
+        try:
+            self._validate_group(group, len(self.param_groups) - 1)
+        except ValueError:
+            self.param_groups.pop()  # a refused group is not kept
+            raise
         for index, p in enumerate(group["params"]):
             self._check_tensor(p, self._param_name(group, index))
 
-    def _validate_group(self, group: Group) -> None:
-        if not group["lr"] >= 0:
-            raise ValueError(f"{type(self).__name__}: lr must be >= 0, got {group['lr']}")
-        if not group["weight_decay"] >= 0:
-            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {group['weight_decay']}")
-        if group["on_nonfinite"] not in ("skip", "raise", "ignore"):
-            raise ValueError(f"on_nonfinite must be 'skip', 'raise' or 'ignore', got {group['on_nonfinite']!r}")
+    def _validate_group(self, group: Group, index: int) -> None:
+        """Every hyperparameter in its domain, then the blocks' checks of combinations."""
+        check_group(type(self).__name__, index, group, self.domains)
         for block in self.blocks:
-            block.validate(group)
+            try:
+                block.validate(group)
+            except ValueError as exc:
+                raise ValueError(f"{type(self).__name__}: param group {index}: {exc}") from None
 
     def _param_name(self, group: Group, index: int) -> str:
         names = group.get("param_names")
@@ -370,9 +395,18 @@ class ChainOptimizer(torch.optim.Optimizer):
         return state
 
     # --------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """As torch's, plus the class that saved it (``load_state_dict`` checks it)."""
+        return with_saved_classes(self, super().state_dict())
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As torch's, but saved state keeps its dtype (torch casts floating state to the
-        parameter's dtype, which would turn float32 state of a bf16 parameter into bf16)."""
+        """As torch's, after :func:`~fimkit.optim.loading.check_loadable` (the saving class, every
+        hyperparameter in its domain, state shapes, finite state), and saved state keeps its
+        dtype (torch casts floating state to the parameter's dtype, which would turn float32
+        state of a bf16 parameter into bf16)."""
+        from .loading import check_loadable, restore_saved_state_dtypes
+
+        check_loadable(self, state_dict)
         super().load_state_dict(state_dict)
         restore_saved_state_dtypes(self, state_dict)
 
@@ -393,22 +427,3 @@ def _init_with_signature(cls: type[ChainOptimizer]):
     __init__.__doc__ = f"{cls.__name__} over ``params`` (tensors or param groups); every hyperparameter " \
                        f"can be overridden per param group."
     return __init__
-
-
-def restore_saved_state_dtypes(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any],
-                               only: type | None = ChainOptimizer) -> None:
-    """Undo ``Optimizer.load_state_dict``'s cast of floating state to the parameter dtype.
-
-    Parameters are matched to saved ids in group order, as torch does. With ``only`` set, only
-    parameters whose group belongs to an optimizer of that type are restored (``group_owner``).
-    """
-    saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
-    owners = getattr(optimizer, "group_owner", lambda group: optimizer)
-    params = chain.from_iterable(((p, owners(g)) for p in g["params"]) for g in optimizer.param_groups)
-    for saved_id, (p, owner) in zip(saved_ids, params):
-        saved = state_dict["state"].get(saved_id)
-        if saved is None or (only is not None and not isinstance(owner, only)):
-            continue
-        for key, value in saved.items():
-            if isinstance(value, Tensor) and key not in ("step", units.UNIT_KEY):
-                optimizer.state[p][key] = value.to(device=p.device, copy=True)

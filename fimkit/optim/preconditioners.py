@@ -34,11 +34,14 @@ from ..normalisation import WHITENING_METHODS, row_column_inverse_sqrt, sinkhorn
 from ..structures.base import Structure
 from ..structures.factors import DiagonalFactor, Full, Identity
 from ..structures.kronecker import Kronecker
-from .chain import Group, State, check_betas, is_refresh_step
+from .chain import Group, State, is_refresh_step
+from .domains import BETAS, BOOLEAN, DECAY, NON_NEGATIVE, POSITIVE, choice, integer, optional, real
 
 
 class Preconditioner:
     hyperparameters: ClassVar[dict[str, Any]] = {}
+    #: the valid values of each hyperparameter (``fimkit.optim.domains``)
+    domains: ClassVar[dict[str, Any]] = {}
     #: whether it reads the per-parameter step counter
     needs_step: ClassVar[bool] = True
     #: shifts periodic refreshes (``is_refresh_step``); set by the ``Precondition`` block
@@ -71,11 +74,6 @@ def _ema_weight(group: Group, step: int) -> float:
     return step**decay if decay is not None else 1.0 - group["betas"][1]
 
 
-def _check_frequency(group: Group) -> None:
-    if int(group["precondition_frequency"]) < 1:
-        raise ValueError(f"precondition_frequency must be >= 1, got {group['precondition_frequency']}")
-
-
 class StatisticPreconditioner(Preconditioner):
     """EMA of the structure's statistics -> fitted member -> preconditioned direction.
 
@@ -89,17 +87,14 @@ class StatisticPreconditioner(Preconditioner):
         "betas": (0.9, 0.999), "eps": 1e-8, "power": 0.5, "bias_correction": True,
         "precondition_frequency": 1, "accumulate": False, "stat_init": 0.0, "beta2_decay": None,
     }
+    domains = {
+        "betas": BETAS, "eps": NON_NEGATIVE, "power": POSITIVE, "bias_correction": BOOLEAN,
+        "precondition_frequency": integer(1), "accumulate": BOOLEAN, "stat_init": NON_NEGATIVE,
+        "beta2_decay": optional(real(high=0.0)),  # Adafactor's t^beta2_decay: a weight that decays
+    }
 
     def __init__(self, structure: Structure):
         self.structure = structure
-
-    def validate(self, group: Group) -> None:
-        check_betas(group)
-        if not group["eps"] >= 0:
-            raise ValueError(f"eps must be >= 0, got {group['eps']}")
-        if not group["power"] > 0:
-            raise ValueError(f"power must be > 0, got {group['power']}")
-        _check_frequency(group)
 
     def state_degrees(self, group, degree):
         degrees = {f"fisher_{name}": self.structure.statistic_degree(name) for name in self._statistic_names()}
@@ -184,15 +179,11 @@ class CarriedStatePreconditioner(Preconditioner):
         "betas": (0.9, 0.999), "eps": 1e-8, "shampoo_beta": 0.95, "precondition_frequency": 10,
         "bias_correction": True,
     }
+    domains = {"betas": BETAS, "eps": NON_NEGATIVE, "shampoo_beta": DECAY, "precondition_frequency": integer(1),
+               "bias_correction": BOOLEAN}
 
     def __init__(self, structure: Structure):
         self.structure = structure
-
-    def validate(self, group: Group) -> None:
-        check_betas(group)
-        if not 0.0 <= group["shampoo_beta"] < 1.0:
-            raise ValueError(f"shampoo_beta must be in [0, 1), got {group['shampoo_beta']}")
-        _check_frequency(group)
 
     def state_degrees(self, group, degree):
         carried = self.structure.carried_shapes(1, 1)
@@ -248,19 +239,13 @@ class RowColumnPreconditioner(Preconditioner):
 
     hyperparameters = {"beta": 0.9, "ema": True, "eps": 1e-8, "bias_correction": False,
                        "fixed_point_iters": 5}
+    domains = {"beta": DECAY, "ema": BOOLEAN, "eps": NON_NEGATIVE, "bias_correction": BOOLEAN,
+               "fixed_point_iters": integer(1)}
     needs_step = False
 
     def __init__(self, structure: Kronecker):
         self.structure = structure
         self.hyperparameters = {**self.hyperparameters, "fixed_point_iters": structure.fixed_point_iters}
-
-    def validate(self, group: Group) -> None:
-        if not 0.0 <= group["beta"] < 1.0:
-            raise ValueError(f"beta (EMA of the row and column scales) must be in [0, 1), got {group['beta']}")
-        if not group["eps"] >= 0:
-            raise ValueError(f"eps must be >= 0, got {group['eps']}")
-        if int(group["fixed_point_iters"]) < 1:
-            raise ValueError(f"fixed_point_iters must be >= 1, got {group['fixed_point_iters']}")
 
     def state_degrees(self, group, degree):
         # the fixed point's q is scale-free (it starts from ones), s carries G^2; beta^t is a number
@@ -322,18 +307,12 @@ class WhiteningPreconditioner(Preconditioner):
     """
 
     hyperparameters = {"whitening": "eigh", "ns_steps": 20, "ns_step_size": 0.5}
+    domains = {"whitening": choice(*WHITENING_METHODS), "ns_steps": integer(1),
+               "ns_step_size": real(0.0, 1.0, low_open=True, high_open=True)}
     needs_step = False
 
     def __init__(self, structure: Kronecker):
         self.structure = structure
-
-    def validate(self, group: Group) -> None:
-        if group["whitening"] not in WHITENING_METHODS:
-            raise ValueError(f"whitening must be one of {WHITENING_METHODS}, got {group['whitening']!r}")
-        if int(group["ns_steps"]) < 1:
-            raise ValueError(f"ns_steps must be >= 1, got {group['ns_steps']}")
-        if not 0 < group["ns_step_size"] < 1:
-            raise ValueError(f"ns_step_size must be in (0, 1), got {group['ns_step_size']}")
 
     def output_degree(self, group, degree):
         return 0.0
@@ -357,14 +336,11 @@ class SinkhornPreconditioner(Preconditioner):
     ``sqrt(m)``; every iterate is ``X / sqrt(q s^T)`` for positive ``q``, ``s``. Stateless."""
 
     hyperparameters = {"sinkhorn_iters": 5}
+    domains = {"sinkhorn_iters": integer(1)}
     needs_step = False
 
     def __init__(self, structure: Kronecker):
         self.structure = structure
-
-    def validate(self, group: Group) -> None:
-        if int(group["sinkhorn_iters"]) < 1:
-            raise ValueError(f"sinkhorn_iters must be >= 1, got {group['sinkhorn_iters']}")
 
     def output_degree(self, group, degree):
         return 0.0

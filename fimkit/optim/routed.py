@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from .chain import ChainOptimizer, restore_saved_state_dtypes
+from .chain import ChainOptimizer, with_saved_classes
+from .loading import check_loadable, restore_saved_state_dtypes
 from .units import gradient_extremes
 
 NONFINITE_POLICIES = ("skip", "raise", "ignore")
@@ -128,7 +129,11 @@ class RoutedOptimizer(torch.optim.Optimizer):
         """Parameter updates skipped for a non-finite gradient, in every child."""
         return sum(getattr(child, "nonfinite_skips", 0) for child in self.children.values())
 
+    def state_dict(self) -> dict[str, Any]:
+        return with_saved_classes(self, super().state_dict())
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        check_loadable(self, state_dict)
         # torch rebuilds self.param_groups and self.state; re-share them with the children.
         super().load_state_dict(state_dict)
         self.state = defaultdict(dict, self.state)

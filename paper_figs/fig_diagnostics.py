@@ -136,7 +136,7 @@ def ranking(rows: list[dict], runs: Runs) -> tuple[list[str], dict]:
         lines.append(f"| {name} | `{runs.role('paper')[name].id}` | {loss} | {i + 1} | {fit[name]:.3f} | "
                      f"{fit_rank[name]} | {final_fit[name]:.3f} |")
     waiting = [name for name in PAPER_RUNS if name not in losses]
-    result = {"n": len(both), "waiting": waiting}
+    result = {"n": len(both), "waiting": waiting, "pair": [(name, fit[name], losses[name]) for name in both]}
     if len(both) >= 3:
         result["spearman"] = stats.spearmanr([fit[n] for n in both], [losses[n] for n in both]).statistic
         result["kendall"] = stats.kendalltau([fit[n] for n in both], [losses[n] for n in both]).statistic
@@ -145,6 +145,13 @@ def ranking(rows: list[dict], runs: Runs) -> tuple[list[str], dict]:
 
 def ranking_verdict(result: dict) -> str:
     n, waiting = result["n"], ", ".join(result["waiting"]) or "none"
+    if n == 2:
+        (a, fit_a, loss_a), (b, fit_b, loss_b) = result["pair"]
+        order = "the same order" if (fit_a < fit_b) == (loss_a < loss_b) else "the opposite order"
+        return (f"Two optimizers have a finished run (still running: {waiting}): {a}'s F~ fits "
+                f"{'better' if fit_a < fit_b else 'worse'} ({fit_a:.3f} against {fit_b:.3f}) and its run ends "
+                f"{'lower' if loss_a < loss_b else 'higher'} ({loss_a:.4f} against {loss_b:.4f}): {order}. Two "
+                f"points are no ranking; rerun `python -m paper_figs.fig_diagnostics` as more runs finish.")
     if n < 3:
         return (f"Only {n} of the optimizers replayed here have a finished run at paper settings (still "
                 f"running: {waiting}), too few to compare rankings; rerun `python -m paper_figs.fig_diagnostics` "

@@ -154,3 +154,18 @@ def test_report_waits_for_runs(diagnosed, tmp_path):
     report = write_report(results, Runs.load(protocol, tmp_path / "runs"), None).read_text()
     assert "Only 1 of the optimizers replayed here have a finished run" in report
     assert "Best, averaged over the blocks: **" in report and "| adam | `adam-lr" in report
+
+
+def test_report_says_how_two_runs_compare(diagnosed, tmp_path):
+    from paper_figs.common import Runs
+    from paper_figs.fig_diagnostics import load, mean_error, write_report
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "fit_errors.csv").write_text((diagnosed / "results" / "fit_errors.csv").read_text())
+    fit = mean_error(load(results)[0], "optimizer")
+    worse_fit = max(("adam", "racs"), key=fit.get)
+    protocol = fake_paper_runs(tmp_path / "runs", {worse_fit: 3.0, ({"adam", "racs"} - {worse_fit}).pop(): 4.0})
+    report = write_report(results, Runs.load(protocol, tmp_path / "runs"), None).read_text()
+    assert "Two optimizers have a finished run (still running: alice, alice0, galore, fira)" in report
+    assert f"{worse_fit}'s F~ fits worse" in report and "ends lower" in report and "the opposite order" in report

@@ -222,9 +222,12 @@ def trajectory_note(trajectory: Path | None, runs: Runs) -> list[str]:
         return []
     mine, theirs = (json.loads((folder / "config.json").read_text())["train"]
                     for folder in (trajectory, runs.runs_dir / adam.id))
-    differing = sorted(k for k in mine if k not in RESUMABLE_CHANGES and mine[k] != theirs.get(k))
+    # hyperparameters a version of the code records only as defaults are not differences
+    for config in (mine, theirs):
+        config.update({f"hparams.{k}": v for k, v in config.pop("hparams", {}).items()})
+    differing = sorted(k for k in mine.keys() & theirs.keys() if k not in RESUMABLE_CHANGES and mine[k] != theirs[k])
     settings = ("the same settings" if not differing else "its settings except " + ", ".join(
-        f"{k} ({mine[k]!r} here, {theirs.get(k)!r} there)" for k in differing))
+        f"{k} ({mine[k]!r} here, {theirs[k]!r} there)" for k in differing))
     summary, reference = json.loads((trajectory / "summary.json").read_text()), runs.final(adam)
     if summary.get("steps") != runs.protocol.steps or summary.get("final_eval_loss") is None:
         return []  # not trained to the end (yet)

@@ -125,7 +125,9 @@ def _claims(runs: Runs) -> list[claims.Claim]:
     paper = {k: runs.final(s) for k, s in runs.role("paper").items()}
     table5 = {k: runs.final(s) for k, s in runs.role("table5").items()}
     fig5e = runs.role("fig5e")
-    tuned = {r.spec.optimizer if r.label != NAMES["per_role_adam"] else "per_role": r for r in tuned_rows(runs)}
+    # a tuned row counts once all its seeds have finished (one seed cannot decide a claim)
+    tuned = {r.spec.optimizer if r.label != NAMES["per_role_adam"] else "per_role": r for r in tuned_rows(runs)
+             if r.seeds == len(runs.protocol.seeds)}
     alice = tuned.get("alice")
     found = [
         claims.beats_adam_claim("Alice", alice.finals if alice else None, tuned["adam"].finals if "adam" in tuned else None),

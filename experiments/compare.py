@@ -15,10 +15,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from experiments.atomic import atomic_path, write_text_atomic
+from experiments.atomic import write_text_atomic
 from experiments.config import TrainConfig, parse_key_value
+from experiments.figures import provenance, save_figure, smooth
 from experiments.metrics import METRICS, MetricsLog
-from experiments.provenance import code_revision, command_line
 from experiments.train import train
 
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"hparams", "out", "seed", "data_seed"}
@@ -88,14 +88,6 @@ def results_table(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _smooth(values: list[float], weight: float = 0.9) -> list[float]:
-    smoothed, average = [], None
-    for v in values:
-        average = v if average is None else weight * average + (1 - weight) * v
-        smoothed.append(average)
-    return smoothed
-
-
 def plot_curves(summaries: list[dict[str, Any]], path_stem: str | Path) -> list[Path]:
     """Train loss (smoothed) and eval loss against tokens, one colour per spec; PNG and SVG."""
     import matplotlib
@@ -109,7 +101,7 @@ def plot_curves(summaries: list[dict[str, Any]], path_stem: str | Path) -> list[
         records = MetricsLog.read(Path(s["out"]) / METRICS)
         tokens = [r["tokens"] / 1e6 for r in records]
         label = s["label"] if s["seed"] == min(x["seed"] for x in summaries if x["label"] == s["label"]) else None
-        ax_train.plot(tokens, _smooth([r["train_loss"] for r in records]), color=colors[s["label"]], label=label, lw=1.2)
+        ax_train.plot(tokens, smooth([r["train_loss"] for r in records]), color=colors[s["label"]], label=label, lw=1.2)
         evals = [r for r in records if "eval_loss" in r]
         ax_eval.plot([r["tokens"] / 1e6 for r in evals], [r["eval_loss"] for r in evals], "o-",
                      color=colors[s["label"]], label=label, ms=3, lw=1.2)
@@ -123,20 +115,11 @@ def plot_curves(summaries: list[dict[str, Any]], path_stem: str | Path) -> list[
     if finals:
         ax_train.set_ylim(min(finals) - 0.3, min(finals) + 2.5)
     fig.tight_layout()
-    fig.text(0.995, 0.005, f"made by `{command_line()}` at revision {code_revision()}", ha="right", va="bottom",
-             fontsize=6, color="0.45")
-    written = []
-    for suffix in (".png", ".svg"):
-        path = Path(str(path_stem) + suffix)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=150)
-        written.append(path)
-    plt.close(fig)
-    return written
+    return save_figure(fig, path_stem, dpi=150)
 
 
 def write_report(summaries: list[dict[str, Any]], out: str | Path) -> tuple[Path, list[Path]]:
     out = Path(out)
-    table = results_table(summaries) + f"\n<sub>made by `{command_line()}` at revision {code_revision()}</sub>\n"
+    table = results_table(summaries) + f"\n<sub>{provenance()}</sub>\n"
     write_text_atomic(out / "results.md", table)
     return out / "results.md", plot_curves(summaries, out / "loss")

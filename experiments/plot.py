@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from experiments.metrics import METRICS
-from experiments.provenance import code_revision, command_line
+from experiments.figures import save_figure, smooth
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -36,14 +36,6 @@ def read_metrics(run_dir: Path) -> list[dict]:
                 break  # the line a running job is writing
             raise ValueError(f"{path}: line {number} is not JSON") from None
     return records
-
-
-def smooth(values: list[float], weight: float = 0.9) -> list[float]:
-    out, average = [], None
-    for v in values:
-        average = v if average is None else weight * average + (1 - weight) * v
-        out.append(average)
-    return out
 
 
 def label_of(run_dir: Path) -> str:
@@ -93,16 +85,8 @@ def plot_runs(run_dirs: list[Path], out: Path, name: str = "plot") -> list[Path]
         for ax in (train_tok, train_step, eval_tok, eval_step):
             ax.set_ylim(min(finals) - 0.3, min(finals) + 2.5)
     eval_tok.legend(fontsize=7)
-    fig.text(0.995, 0.005, f"made by `{command_line()}` at revision {code_revision()}", ha="right", fontsize=6, color="0.45")
     fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for suffix in ("png", "svg"):
-        path = out / f"{name}.{suffix}"
-        fig.savefig(path, dpi=130)
-        written.append(path)
-    plt.close(fig)
-    return written
+    return save_figure(fig, out / name)
 
 
 def plot_command(argv: list[str]) -> int:

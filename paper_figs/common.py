@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from experiments.atomic import atomic_path, write_text_atomic
-from experiments.provenance import code_revision, command_line
+from experiments.atomic import write_text_atomic
+from experiments.figures import provenance, save_figure  # noqa: F401 (re-exported for the figure scripts)
 from experiments.reproduce.plan import Plan, RunSpec
 from experiments.reproduce.protocol import Protocol
 from experiments.reproduce.runner import current_plan
@@ -77,27 +77,8 @@ class Runs:
         return sorted(found)
 
 
-def provenance() -> str:
-    return f"made by `{command_line()}` at revision {code_revision()}"
-
-
 def ppl(loss: float) -> float:
     return math.exp(loss) if math.isfinite(loss) and loss < 700 else math.inf
-
-
-def save_figure(fig, stem: str | Path) -> list[Path]:
-    """``stem.png`` and ``stem.svg`` with the provenance in a footer; closes the figure."""
-    import matplotlib.pyplot as plt
-
-    fig.text(0.995, 0.005, provenance(), ha="right", va="bottom", fontsize=6, color="0.45")
-    written = []
-    for suffix in (".png", ".svg"):
-        path = Path(str(stem) + suffix)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=130)
-        written.append(path)
-    plt.close(fig)
-    return written
 
 
 def write_csv(path: str | Path, header: list[str], rows: Iterable[Iterable[Any]]) -> Path:

@@ -295,7 +295,26 @@ class RowColumnPreconditioner(Preconditioner):
         return direction
 
 
-class WhiteningPreconditioner(Preconditioner):
+class OneDirectionPreconditioner(Preconditioner):
+    """A member fitted to the direction it preconditions alone: no state, no step counter, and
+    an output of degree 0 in the gradient's scale (a normalisation or whitening)."""
+
+    needs_step = False
+
+    def __init__(self, structure: Kronecker):
+        self.structure = structure
+
+    def output_degree(self, group, degree):
+        return 0.0
+
+    def scale_equivariant(self, group):
+        return True
+
+    def init_state(self, m, n, like, group):
+        return {}
+
+
+class WhiteningPreconditioner(OneDirectionPreconditioner):
     """The whitening member fitted to the direction alone ([P] Prop 2 with one sample):
     ``(X X^T)^{-1/2} X``, the polar factor: SWAN's GradWhitening ([P] Eq 31) and Muon's
     orthogonalisation. With ``keep_constants`` the FIM view's factor ``sqrt(n)`` (``sqrt(m)``
@@ -309,20 +328,6 @@ class WhiteningPreconditioner(Preconditioner):
     hyperparameters = {"whitening": "eigh", "ns_steps": 20, "ns_step_size": 0.5}
     domains = {"whitening": choice(*WHITENING_METHODS), "ns_steps": integer(1),
                "ns_step_size": real(0.0, 1.0, low_open=True, high_open=True)}
-    needs_step = False
-
-    def __init__(self, structure: Kronecker):
-        self.structure = structure
-
-    def output_degree(self, group, degree):
-        return 0.0
-
-    def scale_equivariant(self, group):
-        return True
-
-    def init_state(self, m, n, like, group):
-        return {}
-
     def __call__(self, update, grad, state, group, step):
         out = whiten(update, group["whitening"], int(group["ns_steps"]), group["ns_step_size"])
         if self.structure.keep_constants:
@@ -330,27 +335,13 @@ class WhiteningPreconditioner(Preconditioner):
         return out
 
 
-class SinkhornPreconditioner(Preconditioner):
+class SinkhornPreconditioner(OneDirectionPreconditioner):
     """The ``RowColumn`` member that balances the direction alone (SinkGD, arXiv 2502.06742):
     ``sinkhorn_iters`` rounds of SR-Sinkhorn, rows to l2 norm ``sqrt(n)`` and then columns to
     ``sqrt(m)``; every iterate is ``X / sqrt(q s^T)`` for positive ``q``, ``s``. Stateless."""
 
     hyperparameters = {"sinkhorn_iters": 5}
     domains = {"sinkhorn_iters": integer(1)}
-    needs_step = False
-
-    def __init__(self, structure: Kronecker):
-        self.structure = structure
-
-    def output_degree(self, group, degree):
-        return 0.0
-
-    def scale_equivariant(self, group):
-        return True
-
-    def init_state(self, m, n, like, group):
-        return {}
-
     def __call__(self, update, grad, state, group, step):
         return sinkhorn_normalise(update, int(group["sinkhorn_iters"]))
 

@@ -23,6 +23,7 @@ from experiments.data.markup import (
     pod_to_text,
     rst_to_text,
 )
+from experiments.data.provenance import deb_package
 
 
 def read_text(path: Path) -> str:
@@ -157,7 +158,8 @@ def source_documents(source: Source, root: Path) -> Iterator[Document]:
 
 
 def debian_documents(cache: Path, log: Callable[[str], None]) -> tuple[list[Document], dict]:
-    """All documents of ``SOURCES`` (downloading into ``cache`` on first use) and a manifest."""
+    """All documents of ``SOURCES`` (downloading into ``cache`` on first use) and a manifest:
+    per source, the .deb files, their packages and versions (as dpkg reads them), and counts."""
     debs, root = cache / "debs", cache / "root"
     debs.mkdir(parents=True, exist_ok=True)
     manifest, docs = {}, []
@@ -168,6 +170,8 @@ def debian_documents(cache: Path, log: Callable[[str], None]) -> tuple[list[Docu
         before = len(docs)
         docs.extend(source_documents(source, root))
         chars = sum(len(d.text) for d in docs[before:])
-        manifest[source.name] = {"debs": names, "documents": len(docs) - before, "characters": chars}
+        packages = dict(deb_package(debs / name) for name in names)  # the versions the mirror served today
+        manifest[source.name] = {"debs": names, "packages": packages, "documents": len(docs) - before,
+                                 "characters": chars}
         log(f"  {source.name}: {len(docs) - before} documents, {chars / 1e6:.1f}M characters ({', '.join(names)})")
     return docs, manifest

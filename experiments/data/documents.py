@@ -94,10 +94,16 @@ def split_documents(docs: list[Document], val_fraction: float) -> tuple[list[Doc
     return [d for d in docs if id(d) not in val_ids], val
 
 
+def jsonl_lines(docs: Iterable[Document]) -> Iterator[str]:
+    """The lines of ``documents.jsonl`` (one JSON object per document); their bytes are what the
+    corpus's SHA-256 is taken of."""
+    for doc in docs:
+        yield json.dumps(asdict(doc), ensure_ascii=False) + "\n"
+
+
 def write_jsonl(docs: Iterable[Document], path: Path) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for doc in docs:
-            f.write(json.dumps(asdict(doc), ensure_ascii=False) + "\n")
+    with path.open("w", encoding="utf-8", newline="\n") as f:
+        f.writelines(jsonl_lines(docs))
 
 
 def read_jsonl(path: Path) -> list[Document]:

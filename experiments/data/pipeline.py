@@ -1,10 +1,13 @@
-"""Corpus -> tokenizer -> token shards, each stage cached under ``.cache/`` and reused.
+"""Corpus -> tokenizer -> token shards, each stage cached (``$FIMKIT_CACHE`` or the platform cache
+directory, see ``location.py``) and reused.
 
 Sources: ``debian`` (documentation packages via apt; the default), ``installed`` (docstrings of
 installed Python code; used automatically when apt is missing) or the user's own .txt/.jsonl
 files. Tokenizers: ``bpe`` (byte-level BPE trained here on the training split), ``t5`` or
 ``t5:PATH`` (the paper's, from a local file) or a path to any ``tokenizer.json``.
-The shards' ``meta.json`` is written last, so its presence means the cache is complete.
+The shards' ``meta.json`` is written last, so its presence means the cache is complete. Every
+build records which corpus it is (package versions, counts, SHA-256s; see ``provenance.py``): in
+the corpus's ``manifest.json``, in the shards' ``meta.json`` and in ``TokenData.meta["corpus"]``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,16 @@ from experiments.data.documents import (
     write_jsonl,
 )
 from experiments.data.installed_docs import installed_documents
+from experiments.data.location import resolve_cache
+from experiments.data.provenance import (
+    corpus_part,
+    data_record,
+    documents_sha256,
+    installed_packages,
+    now,
+    short,
+    system_name,
+)
 from experiments.data.shards import encode_to_shard
 from experiments.data.tokenizer import eos_id, find_t5_tokenizer, train_bpe
 from experiments.progress import log
@@ -67,32 +80,63 @@ def source_id(spec: DataSpec) -> str:
     return "files-" + _short_hash([(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files])
 
 
-def build_documents(sid: str, spec: DataSpec, cache: Path) -> list[Document]:
-    """Deduplicated documents of the source; built-in corpora are cached as JSONL."""
+def build_documents(sid: str, spec: DataSpec, cache: Path) -> tuple[list[Document], dict]:
+    """Deduplicated documents of the source and the corpus's record; built-in corpora are cached
+    as JSONL beside a ``manifest.json`` holding their record."""
     if sid.startswith("files-"):
-        return deduplicate(read_documents(spec.sources))
+        docs = deduplicate(read_documents(spec.sources))
+        files = {"files": [str(p) for p in spec.sources], "packages": {}, "documents": len(docs),
+                 "characters": sum(len(d.text) for d in docs), "sha256": documents_sha256(docs),
+                 "built_at": now(), "system": None}
+        return docs, corpus_part("files", files)
     corpus = cache / "corpus" / sid
     if (corpus / "manifest.json").exists():
-        return read_jsonl(corpus / "documents.jsonl")
+        manifest = json.loads((corpus / "manifest.json").read_text())
+        return read_jsonl(corpus / "documents.jsonl"), corpus_part(sid, manifest, corpus / "documents.jsonl")
     start = time.monotonic()
     if sid == "debian":
         log(f"building the Debian documentation corpus in {corpus} (first run only; a few minutes)")
-        docs, manifest = debian.debian_documents(corpus, log)
+        docs, sources = debian.debian_documents(corpus, log)
+        packages = None  # per source, in ``sources``
     else:
         log("building a corpus from documentation installed with Python (smaller than the Debian corpus)")
-        docs, manifest = installed_documents()
+        docs, sources = installed_documents()
+        packages = installed_packages()
     raw = len(docs)
     docs = deduplicate(docs)
     if len(docs) < 2:
         raise RuntimeError(f"the {sid} corpus came out empty; see the messages above")
-    manifest = {"sources": manifest, "documents_before_dedup": raw, "documents": len(docs),
-                "characters": sum(len(d.text) for d in docs), "build_seconds": round(time.monotonic() - start, 1)}
+    manifest = {"sources": sources, "documents_before_dedup": raw, "documents": len(docs),
+                "characters": sum(len(d.text) for d in docs), "build_seconds": round(time.monotonic() - start, 1),
+                "sha256": documents_sha256(docs), "built_at": now(), "system": system_name()}
+    if packages is not None:
+        manifest["packages"] = packages
     with atomic_path(corpus / "documents.jsonl") as tmp:
         write_jsonl(docs, tmp)
     write_text_atomic(corpus / "manifest.json", json.dumps(manifest, indent=2))
     log(f"corpus: {len(docs)} documents ({raw - len(docs)} duplicates dropped), "
         f"{manifest['characters'] / 1e6:.1f}M characters in {manifest['build_seconds']}s")
-    return docs
+    record = corpus_part(sid, manifest)
+    log(f"corpus record: {short(record)}")
+    return docs, record
+
+
+def record_afterwards(sid: str, spec: DataSpec, cache: Path, tok_path: Path, shards: Path, meta: dict) -> dict:
+    """The record of shards built before records existed, computed from the files (never written:
+    such a cache may be in use). The corpus counts only if it still has the shards' documents."""
+    if sid.startswith("files-"):
+        corpus = build_documents(sid, spec, cache)[1]
+    elif (cache / "corpus" / sid / "manifest.json").exists():
+        manifest = json.loads((cache / "corpus" / sid / "manifest.json").read_text())
+        corpus = corpus_part(sid, manifest, cache / "corpus" / sid / "documents.jsonl")
+    else:
+        corpus = {"source": sid, "packages": None, "sha256": None}
+    documents = meta.get("train_documents", 0) + meta.get("val_documents", 0)
+    if corpus.get("documents") != documents:  # rebuilt (or deleted) since: its hash is not these shards'
+        corpus = {"source": sid, "packages": None, "documents": documents, "sha256": None}
+    corpus["recorded"] = "afterwards"
+    splits = {split: shards / f"{split}.npy" for split in ("train", "val")}
+    return data_record(corpus, tok_path, splits, {split: meta[f"{split}_tokens"] for split in splits})
 
 
 def resolve_source(spec: DataSpec, cache: Path) -> str:
@@ -117,18 +161,23 @@ def tokenizer_path(spec: DataSpec, corpus_key: str, cache: Path) -> tuple[Path, 
     return path, "tok-" + _short_hash(path.read_bytes().hex())
 
 
-def prepare(spec: DataSpec, cache: str | Path = ".cache") -> TokenData:
-    """Build (or reuse) the token shards for ``spec``."""
-    cache = Path(cache)
+def prepare(spec: DataSpec, cache: str | Path | None = None) -> TokenData:
+    """Build (or reuse) the token shards for ``spec`` in ``cache`` (None: ``resolve_cache``'s
+    default); ``meta["corpus"]`` is the record of the corpus, tokenizer and shards."""
+    cache = resolve_cache(cache).absolute()
     sid = resolve_source(spec, cache)
     corpus_key = f"{sid}-val{spec.val_fraction:g}"
     tok_path, tok_key = tokenizer_path(spec, corpus_key, cache)
     shards = cache / "tokens" / f"{corpus_key}-{tok_key}"
     if (shards / "meta.json").exists():
         meta = json.loads((shards / "meta.json").read_text())
-        return TokenData(shards / "train.npy", shards / "val.npy", Path(meta["tokenizer_path"]), meta)
+        if "corpus" not in meta:
+            meta["corpus"] = record_afterwards(sid, spec, cache, tok_path, shards, meta)
+        # tok_path, not meta's tokenizer_path: older caches recorded it relative to the working directory
+        return TokenData(shards / "train.npy", shards / "val.npy", tok_path, meta)
 
-    train_docs, val_docs = split_documents(build_documents(sid, spec, cache), spec.val_fraction)
+    docs, corpus = build_documents(sid, spec, cache)
+    train_docs, val_docs = split_documents(docs, spec.val_fraction)
     if not tok_path.exists():
         start = time.monotonic()
         log(f"training a byte-level BPE tokenizer ({spec.vocab_size} tokens) on {len(train_docs)} training documents")
@@ -144,6 +193,8 @@ def prepare(spec: DataSpec, cache: str | Path = ".cache") -> TokenData:
             "eos_id": eos, "max_token_id": max_id, "train_tokens": counts["train"], "val_tokens": counts["val"],
             "train_documents": len(train_docs), "val_documents": len(val_docs),
             "train_characters": sum(len(d.text) for d in train_docs), "tokenize_seconds": round(time.monotonic() - start, 1)}
+    meta["corpus"] = data_record(corpus, tok_path, {split: shards / f"{split}.npy" for split in counts},
+                                 counts)
     write_text_atomic(shards / "meta.json", json.dumps(meta, indent=2))
     log(f"token shards in {shards}: {counts['train']:,} train / {counts['val']:,} validation tokens "
         f"({meta['tokenize_seconds']}s)")

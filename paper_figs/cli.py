@@ -27,7 +27,8 @@ def reproduce_command(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="the whole pipeline in a few minutes (test tier)")
     parser.add_argument("--out", default=None, help="output folder (default: paper_figs; --quick: runs/reproduce-quick)")
     parser.add_argument("--jobs", type=int, default=None, help="runs trained at once (default: one per CPU core)")
-    parser.add_argument("--cache", default=".cache", help="corpus, tokenizer and token shards")
+    parser.add_argument("--cache", default=None, help="corpus, tokenizer and token shards (default: "
+                        "$FIMKIT_CACHE, else the platform cache directory; see `fimkit data --where`)")
     parser.add_argument("--draw-only", action="store_true", help="train nothing; draw from the cached runs")
     parser.add_argument("--max-runs", type=int, default=None, help="start at most this many runs, then draw")
     parser.add_argument("--skip-probes", action="store_true", help="no memory / throughput measurements")

@@ -58,3 +58,20 @@ def test_a_run_config_takes_config_fields_from_the_settings_and_the_rest_as_hype
 def test_unknown_reproduction_presets_are_refused():
     with pytest.raises(ValueError, match="nano"):
         get_protocol("huge")
+
+
+def test_cached_runs_trained_on_another_corpus_are_named(tmp_path, monkeypatch):
+    import json
+    from types import SimpleNamespace
+
+    import experiments.data
+    from experiments.reproduce.runner import corpus_changes
+
+    now = {"source": "debian", "documents": 100, "sha256": "b" * 64, "train_tokens": 5, "val_tokens": 1}
+    monkeypatch.setattr(experiments.data, "prepare", lambda spec, cache: SimpleNamespace(meta={"corpus": now}))
+    for run_id, sha in (("same", "b" * 64), ("other", "a" * 64)):
+        (tmp_path / run_id).mkdir()
+        recorded = {**now, "sha256": sha}
+        (tmp_path / run_id / "config.json").write_text(json.dumps({"data": {"corpus": recorded}}))
+    changes = corpus_changes(get_protocol("quick"), tmp_path, ["same", "other"], None)
+    assert len(changes) == 1 and "cached run other" in changes[0] and "aaaaaaaaaaaa -> bbbbbbbbbbbb" in changes[0]

@@ -143,7 +143,28 @@ def estimate_seconds(protocol: Protocol, n_runs: int, jobs: int) -> float:
     return n_runs * protocol.steps * per_step * 1.1 / max(jobs, 1)  # +10% for evaluation
 
 
-def run_plan(protocol: Protocol, runs_dir: Path, *, jobs: int, cache: str = ".cache",
+def corpus_changes(protocol: Protocol, runs_dir: Path, run_ids, cache: str | None) -> list[str]:
+    """One line per cached run whose recorded corpus differs from the one in ``cache`` now (a
+    rebuilt cache, other Debian package versions): their results were not trained on it."""
+    from experiments.data import DataSpec, prepare
+    from experiments.data.provenance import check_corpus, corpus_record, recorded_corpus
+
+    if not run_ids:
+        return []
+    cfg = TrainConfig(**protocol.train_fields())
+    current = corpus_record(prepare(DataSpec(tuple(cfg.data), cfg.tokenizer, cfg.vocab_size, cfg.val_fraction), cache))
+    changes = []
+    for run_id in sorted(run_ids):
+        try:
+            recorded = recorded_corpus(json.loads((runs_dir / run_id / "config.json").read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if message := check_corpus(recorded, current, what=f"cached run {run_id}"):
+            changes.append(message)
+    return changes
+
+
+def run_plan(protocol: Protocol, runs_dir: Path, *, jobs: int, cache: str | None = None,
              max_runs: int | None = None) -> dict[str, Any]:
     """Train every run the plan needs (new ones appear as sweeps finish); returns counts."""
     runs_dir = Path(runs_dir)
@@ -158,6 +179,9 @@ def run_plan(protocol: Protocol, runs_dir: Path, *, jobs: int, cache: str = ".ca
             total_left = planned_size(protocol) - len(results)
             log(f"reproduce {protocol.name}: {len(results)} runs cached, about {total_left} to train "
                 f"({jobs} at a time); expected {estimate_seconds(protocol, total_left, jobs) / 3600:.1f} h")
+            changes = corpus_changes(protocol, runs_dir, results, cache)
+            if changes:
+                log(f"  warning: {len(changes)} cached run(s) were trained on another corpus; {changes[0]}")
             announced = True
         if jobs == 1 and pending and (max_runs is None or started < max_runs):
             # one at a time: train in this process (no interpreter start-up per run)

@@ -53,7 +53,10 @@ def derive(structure: Structure, *, name: str | None = None, pre: Block | tuple[
 
     ``defaults`` become the class's default hyperparameters (``lr``, ``betas``, ``eps``,
     ``power``, ``weight_decay``, ``bias_correction``, ``precondition_frequency``, ...; every one
-    can be overridden per param group). ``matrix_only`` defaults to the structure's own;
+    can be overridden per param group). ``matrix_only`` defaults to the structure's own; a
+    matrix-only class steps every tensor that is not 2-D with its built-in Adam and has that
+    Adam's hyperparameters too (``non_matrix``, ``adam_lr``, ``adam_betas``, ``adam_eps``,
+    ``adam_weight_decay``: :mod:`fimkit.optim.builtin_adam`; ``defaults`` may set them);
     ``refresh_offset=1`` moves the periodic refreshes one step later (official GaLore's
     convention, see DECISIONS.md); ``paper_hparams`` (size -> overrides) feeds
     ``fimkit.optim.paper_hparams``.

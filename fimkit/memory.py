@@ -53,16 +53,15 @@ def predicted_state(optimizer: str | type, shape: tuple[int, ...],
                     **hyperparameters: Any) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """``{state key: (shape, dtype)}`` that ``optimizer`` (a registered name or a
     ``ChainOptimizer`` class) allocates for a float32 parameter of ``shape``: its own
-    ``state_shapes`` of the parameter's matrix view, so the answer follows the code (including
-    the transpose of tall matrices to the short side and ``state_dtype``) whatever the shape."""
-    from .optim.chain import ChainOptimizer, matrix_shape
+    ``param_state_shapes``, so the answer follows the code (the matrix view, the transpose of
+    tall matrices to the short side, ``state_dtype``, and a matrix-only optimizer's built-in Adam
+    for a tensor that is not a matrix; ``non_matrix="raise"`` makes that a ``ValueError``)."""
+    from .optim.chain import ChainOptimizer
 
     cls = _optimizer_class(optimizer)
     if not (isinstance(cls, type) and issubclass(cls, ChainOptimizer)):
         raise TypeError(f"predicted_state needs a fimkit ChainOptimizer (or its registered name), got {cls!r}")
-    if cls.matrix_only and len(shape) != 2:
-        raise ValueError(f"{cls.__name__} updates 2-D weights only, got shape {tuple(shape)}")
-    return {key: (spec.shape, spec.dtype) for key, spec in cls.state_shapes(*matrix_shape(shape), **hyperparameters).items()}
+    return {key: (spec.shape, spec.dtype) for key, spec in cls.param_state_shapes(tuple(shape), **hyperparameters).items()}
 
 
 def counted_state(state: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> dict[str, int]:

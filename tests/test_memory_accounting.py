@@ -132,10 +132,16 @@ def test_memory_paper_formula_totals_equal_the_registered_state(name):
         assert ours == formula, (name, shape, ours, formula)
 
 
-def test_memory_matrix_only_optimizer_refuses_to_predict_state_for_a_vector():
-    with pytest.raises(ValueError, match="2-D"):
-        predicted_state("racs", (7,))
-    assert optimizer_state_numel("adam", (7,)) == 14
+def test_memory_matrix_only_optimizer_predicts_its_builtin_adam_for_a_vector():
+    assert predicted_state("racs", (7,)) == {"step": ((), torch.float32), "exp_avg": ((7,), torch.float32),
+                                             "exp_avg_sq": ((7,), torch.float32)}
+    assert optimizer_state_numel("racs", (7,)) == optimizer_state_numel("adam", (7,)) == 14
+    assert predicted_state("racs", (7,), state_dtype=torch.bfloat16)["exp_avg"] == ((7,), torch.bfloat16)
+
+
+def test_memory_matrix_only_optimizer_with_non_matrix_raise_refuses_a_vector():
+    with pytest.raises(ValueError, match="not a matrix.*non_matrix='raise'"):
+        predicted_state("racs", (7,), non_matrix="raise")
 
 
 def test_state_shapes_is_public_and_follows_the_transpose_rule():

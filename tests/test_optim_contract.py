@@ -16,6 +16,7 @@ OPTIMIZERS = sorted(registered())
 #: refresh periods shortened so that checkpoints fall between refreshes
 PERIOD_NAMES = ("precondition_frequency", "update_interval")
 #: optimizers that keep no state for a matrix: the state halves of the tests below hold trivially
+#: for their matrices (their vectors have the built-in Adam's state)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # ranks clipped on a 6 x 10 matrix
     STATELESS = [n for n in OPTIMIZERS if not registered()[n].state_shapes(6, 10)]
@@ -36,15 +37,14 @@ def _make(name, params, **overrides):
 
 
 class Problem:
-    """A strictly convex least-squares problem on a wide and a tall matrix (and a vector for
-    optimizers that take vectors): ``sum_W mean((X_W W - Y_W)^2)``, targets of entry scale
-    ``scale``, parameters from zero (or, with ``start``, from random entries of that scale)."""
+    """A strictly convex least-squares problem on a wide and a tall matrix and a vector (which a
+    matrix-only optimizer steps with its built-in Adam): ``sum_W mean((X_W W - Y_W)^2)``, targets
+    of entry scale ``scale``, parameters from zero (or, with ``start``, from random entries of that
+    scale)."""
 
     def __init__(self, name, dtype=torch.float32, seed=0, scale=0.5, start=0.0):
         gen = torch.Generator().manual_seed(seed)
-        shapes = [(6, 10), (10, 6)]
-        if not getattr(registered()[name], "matrix_only", True):
-            shapes.append((10,))
+        shapes = [(6, 10), (10, 6), (10,)]
         self.params, self.data = [], []
         for shape in shapes:
             rows = shape[0]
@@ -114,7 +114,7 @@ def test_state_dict_round_trip_then_continuing_is_bit_exact(name):
     for a, b in zip(problem.params, resumed.params):
         assert torch.equal(a, b)
     for p, q in zip(problem.params, resumed.params):
-        assert bool(opt.state[p]) == (name not in STATELESS)
+        assert bool(opt.state[p]) == (name not in STATELESS or p.ndim != 2)  # a vector: Adam's state
         for key, value in opt.state[p].items():
             assert torch.equal(value, opt2.state[q][key]), key
 
@@ -189,7 +189,7 @@ def test_bf16_parameters_are_updated_with_float32_state(name):
     for p in problem.params:
         assert p.dtype == torch.bfloat16 and torch.isfinite(p).all() and p.abs().sum() > 0
         floating = [v for k, v in opt.state[p].items() if v.is_floating_point() and k != "step"]
-        assert bool(floating) == (name not in STATELESS)  # stateless: the parameters only
+        assert bool(floating) == (name not in STATELESS or p.ndim != 2)  # stateless: the parameters only
         assert all(v.dtype == torch.float32 for v in floating)
 
 
@@ -216,11 +216,12 @@ def test_non_finite_gradient_leaves_parameter_and_state_untouched(name):
     problem.backward()
     problem.params[0].grad[0, 0] = float("nan")
     problem.params[1].grad[1, 1] = float("inf")
+    problem.params[2].grad[3] = float("-inf")  # the vector: the built-in Adam is guarded too
     with pytest.warns(UserWarning, match="non-finite"):
         opt.step()
-    for i, (p, before) in enumerate(zip(problem.params[:2], params_before)):
+    for i, (p, before) in enumerate(zip(problem.params, params_before)):
         assert torch.equal(p, before)
-        assert bool(state_before[i]) == (name not in STATELESS)  # stateless: the parameters only
+        assert bool(state_before[i]) == (name not in STATELESS or p.ndim != 2)  # stateless: the parameters only
         for key, value in state_before[i].items():
             assert torch.equal(opt.state[p][key], value)
 
@@ -242,10 +243,26 @@ def test_complex_parameter_is_rejected_naming_the_parameter(name):
 
 
 @pytest.mark.parametrize("name", [n for n in OPTIMIZERS if getattr(registered()[n], "matrix_only", True)])
-def test_matrix_only_optimizer_rejects_a_vector_naming_it(name):
+def test_matrix_only_optimizer_with_non_matrix_raise_rejects_a_vector_naming_it(name):
     bias = torch.zeros(10, requires_grad=True)
     with pytest.raises(ValueError, match="norm.bias.*not a matrix"):
-        _make(name, [{"params": [bias], "param_names": ["norm.bias"]}])
+        _make(name, [{"params": [bias], "param_names": ["norm.bias"]}], non_matrix="raise")
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_any_model_parameters_are_accepted_and_every_tensor_moves(name):
+    """A bias, a norm's gain, a scalar and a convolution kernel beside the matrices (issue 12)."""
+    model = torch.nn.Sequential(torch.nn.Conv1d(2, 3, 3), torch.nn.Flatten(), torch.nn.Linear(12, 8),
+                                torch.nn.LayerNorm(8), torch.nn.Linear(8, 4))
+    temperature = torch.nn.Parameter(torch.tensor(1.0))
+    params = list(model.parameters()) + [temperature]
+    opt = _make(name, params)
+    before = [p.detach().clone() for p in params]
+    for _ in range(2):
+        opt.zero_grad()
+        (model(torch.randn(5, 2, 6)) * temperature).square().mean().backward()
+        opt.step()
+    assert all(not torch.equal(p, b) for p, b in zip(params, before))
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
@@ -259,7 +276,7 @@ def test_state_and_every_step_stay_on_the_parameters_device(name):
     """Stands in for CUDA on a CPU machine: a tensor a step creates on the CPU meets the meta
     parameter and raises, as it would on a GPU (0-d CPU tensors are allowed by both). For the
     STATELESS optimizers only the steps themselves are checked."""
-    shapes = [(6, 10), (10, 6)]
+    shapes = [(6, 10), (10, 6), (10,)]
     params = [torch.nn.Parameter(torch.empty(s, device="meta")) for s in shapes]
     optimizer = _make(name, params, on_nonfinite="ignore")  # the finite check reads values
     for _ in range(4):  # past a refresh of the basis / preconditioner (period 3)

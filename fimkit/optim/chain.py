@@ -1,13 +1,16 @@
 """The update-chain optimizer every fimkit optimizer is built on.
 
-An optimizer is a chain of small :class:`Block` s (optax style): each block declares the
-hyperparameters it reads from the param group and the state tensors it owns, and maps the
-running update (starting from the gradient) to a new one; the last block turns the direction
-into the signed parameter change (learning rate, relative step size...). :class:`ChainOptimizer`
-does everything else once, for every optimizer: validation with errors that name the parameter,
-the matrix view of a tensor, transposing tall matrices to the short side, state dtype, the
-non-finite guard (one host sync per param group and step, none per parameter), decoupled weight
-decay, closures, and a ``load_state_dict`` that keeps the saved state dtypes.
+An optimizer is a chain of small :class:`Block` s (optax style; the protocol is in
+:mod:`fimkit.optim.protocol`): each block declares the hyperparameters it reads from the param
+group and the state tensors it owns, and maps the running update (starting from the gradient)
+to a new one; the last block turns the direction into the signed parameter change (learning
+rate, relative step size...). :class:`ChainOptimizer` does everything else once, for every
+optimizer: validation with errors that name the parameter, the matrix view of a tensor,
+transposing tall matrices to the short side, state dtype, the non-finite guard (one host sync
+per param group and step, none per parameter), decoupled weight decay, closures, a
+``load_state_dict`` that keeps the saved state dtypes and fills hyperparameters that older
+checkpoints lack, and, for matrix-only optimizers, the built-in Adam of every tensor that is not
+a matrix (:mod:`fimkit.optim.builtin_adam`).
 
 Each optimizer class gets a real ``__init__`` signature (its hyperparameters with their defaults,
 for ``help()``, ``inspect`` and tools that build optimizers from keyword arguments), and its
@@ -19,14 +22,15 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from itertools import chain
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from . import units
-from .domains import BOOLEAN, NON_NEGATIVE, STATE_DTYPE, Domain, check_group, choice
+from . import builtin_adam, units
+from .domains import BOOLEAN, NON_NEGATIVE, STATE_DTYPE, check_group, choice
+from .protocol import (  # noqa: F401 - re-exported: fimkit.optim.chain was their home
+    Block, Group, ScalarBlock, State, StateShape, is_refresh_step, matrix_shape, working_shape)
 from .units import gradient_extremes
 
 #: the state dict key naming the class that owns each param group (checked on load)
@@ -37,8 +41,6 @@ def with_saved_classes(optimizer: torch.optim.Optimizer, state_dict: dict[str, A
     owner = getattr(optimizer, "group_owner", lambda group: optimizer)
     return {**state_dict, CLASSES_KEY: [type(owner(g)).__name__ for g in optimizer.param_groups]}
 
-State = dict[str, Tensor]
-Group = dict[str, Any]
 
 COMMON_HYPERPARAMETERS = {
     "lr": 1e-3,
@@ -57,116 +59,24 @@ COMMON_DOMAINS = {
 }
 
 
-class Block:
-    """One stage of an update chain. Subclasses are small and stateless themselves; their
-    ``repr`` is the expression that builds them (``fimkit optimizers`` prints recipes with it)."""
-
-    #: hyperparameters (name -> default) this block reads from the param group
-    hyperparameters: ClassVar[dict[str, Any]] = {}
-    #: the valid values of each of them (``fimkit.optim.domains``), checked for every param group
-    domains: ClassVar[dict[str, Domain]] = {}
-    #: whether the block reads the per-parameter step counter
-    needs_step: ClassVar[bool] = False
-
-    def validate(self, group: Group) -> None:
-        """Raise ``ValueError`` for a combination of values that the domains alone cannot refuse."""
-
-    def init_state(self, m: int, n: int, like: Tensor, group: Group) -> State:
-        """State tensors this block owns for an m x n (matrix view of a) parameter."""
-        return {}
-
-    def __call__(self, update: Tensor, grad: Tensor, param: Tensor, state: State, group: Group,
-                 step: int) -> Tensor:
-        raise NotImplementedError
-
-    # The three methods below tell the chain how the block scales with the gradient, so that
-    # state can be kept in a power-of-two unit of it (``fimkit.optim.units``). ``degree`` is the
-    # degree of the block's input: the running update scales as ``c^degree`` when every gradient
-    # is ``c`` times larger (1 for the gradient itself).
-    def state_degrees(self, group: Group, degree: float) -> dict[str, float]:
-        """``{state key: k}``: the block's state tensors scale as ``c^k`` (a momentum of its input:
-        ``degree``; a second moment of the gradient: 2; a basis: 0)."""
-        return {}
-
-    def output_degree(self, group: Group, degree: float) -> float:
-        """The degree of the block's output (default: that of its input)."""
-        return degree
-
-    def scale_equivariant(self, group: Group) -> bool:
-        """True when no absolute constant (an ``eps``, a clipping threshold) enters: the output
-        for ``c`` times the input and state is exactly ``c^output_degree`` times the output."""
-        return False
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-
-class ScalarBlock(Block):
-    """A block that multiplies the update by one number: a host float (learning rate, a fixed
-    scale, a bias correction) or a 0-d tensor computed on the device (a norm-growth limiter).
-    Trailing scalar blocks of a chain are folded into the parameter update
-    (``W.add_(X, alpha=c)`` or ``W.addcmul_(X, c)``): one pass over ``X`` and no ``m x n``
-    temporary, where a block per factor would make a pass and a temporary each."""
-
-    #: whether the factor depends on the update it scales (a norm); such a block must see the
-    #: update with every earlier factor applied, so a folded tail can only start with it
-    reads_update: ClassVar[bool] = False
-
-    def factor(self, update: Tensor, state: State, group: Group, step: int | None) -> float | Tensor:
-        raise NotImplementedError
-
-    def scale_equivariant(self, group: Group) -> bool:
-        return True  # a factor that does not depend on the update's scale
-
-    def __call__(self, update, grad, param, state, group, step):
-        factor = self.factor(update, state, group, step)
-        return update if isinstance(factor, float) and factor == 1.0 else update * factor
-
-
-def matrix_shape(shape: torch.Size) -> tuple[int, int]:
-    """The matrix a tensor is viewed as: (1, n) for vectors, (d0, rest) for N-d tensors."""
-    if len(shape) == 0:
-        return 1, 1
-    if len(shape) == 1:
-        return 1, shape[0]
-    return shape[0], math.prod(shape[1:])
-
-
-def is_refresh_step(step: int, interval: int, offset: int = 0) -> bool:
-    """The one rule for every periodic refresh (eigenbasis, projection, fitted preconditioner):
-    at ``t == 1`` and whenever ``t % K == 0`` ([P] Alg 2 and 6-8). ``offset=1`` moves the periodic
-    refreshes one step later, to ``t = K + 1, 2K + 1, ...`` (official GaLore and APOLLO count
-    steps from 0); see DECISIONS.md."""
-    return step == 1 or (step > offset and (step - offset) % int(interval) == 0)
-
-
-def working_shape(m: int, n: int, transpose_to_short_side: bool) -> tuple[int, int, bool]:
-    """``(m, n, transposed)`` of the matrix an optimizer works on for an ``m x n`` weight: its
-    transpose when ``transpose_to_short_side`` and ``m > n`` (algorithms.md §1: the m side gets
-    the Gram)."""
-    transposed = bool(transpose_to_short_side) and m > n
-    return (n, m, True) if transposed else (m, n, False)
-
-
-class StateShape(NamedTuple):
-    """Shape and dtype of one optimizer state tensor."""
-
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-
-
 class ChainOptimizer(torch.optim.Optimizer):
     """A ``torch.optim.Optimizer`` whose per-parameter update is ``blocks`` applied in order."""
 
     blocks: ClassVar[tuple[Block, ...]] = ()
     #: default hyperparameters of this optimizer (overrides of the blocks' defaults)
     hyperparameters: ClassVar[dict[str, Any]] = {}
-    #: True: only 2-D tensors are accepted (others raise a ValueError naming the parameter)
+    #: True: the chain needs a 2-D weight; other tensors go to the built-in Adam (its
+    #: hyperparameters ``non_matrix``, ``adam_lr``, ... are then part of the class's)
     matrix_only: ClassVar[bool] = True
+
+    @classmethod
+    def common_hyperparameters(cls) -> dict[str, Any]:
+        """The hyperparameters every optimizer of this kind has, whatever its blocks."""
+        return {**COMMON_HYPERPARAMETERS, **(builtin_adam.HYPERPARAMETERS if cls.matrix_only else {})}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        known = dict(COMMON_HYPERPARAMETERS)
+        known = cls.common_hyperparameters()
         declared_by: dict[str, Block] = {}
         for block in cls.blocks:
             for key, value in block.hyperparameters.items():
@@ -180,7 +90,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         if unknown:
             raise TypeError(f"{cls.__name__}: default(s) for unknown hyperparameter(s) {sorted(unknown)}; "
                             f"its blocks read {sorted(known)}")
-        cls.domains = {**COMMON_DOMAINS, **{k: d for block in cls.blocks for k, d in block.domains.items()}}
+        cls.domains = {**COMMON_DOMAINS, **(builtin_adam.DOMAINS if cls.matrix_only else {}),
+                       **{k: d for block in cls.blocks for k, d in block.domains.items()}}
         undeclared = set(known) - set(cls.domains)
         if undeclared:
             raise TypeError(f"{cls.__name__}: hyperparameter(s) {sorted(undeclared)} declare no domain; list the "
@@ -203,6 +114,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         for block in cls.blocks:
             for key, value in block.hyperparameters.items():
                 defaults.setdefault(key, value)
+        defaults.update({k: v for k, v in cls.common_hyperparameters().items() if k not in defaults})
         defaults.update(cls.hyperparameters)
         return defaults
 
@@ -223,6 +135,20 @@ class ChainOptimizer(torch.optim.Optimizer):
             like = torch.empty(rows, cols, dtype=torch.promote_types(dtype, torch.float32), device="meta")
             state = instance._init_state(rows, cols, like, group, instance._state_dtype(param, group))
         return {key: StateShape(tuple(value.shape), value.dtype) for key, value in state.items()}
+
+    @classmethod
+    def param_state_shapes(cls, shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32,
+                           **hyperparameters: Any) -> dict[str, StateShape]:
+        """:meth:`state_shapes` for a parameter of any ``shape``: that of its matrix view, or, for a
+        tensor that a matrix-only optimizer gives its built-in Adam, Adam's state. A tensor this
+        optimizer refuses (``non_matrix="raise"``) is a ``ValueError``."""
+        shape = tuple(shape)
+        if cls.matrix_only and len(shape) != 2:
+            group = {**cls.default_hyperparameters(), **hyperparameters}
+            if builtin_adam.takes_builtin_adam(shape, group):
+                state_dtype = group["state_dtype"] or torch.promote_types(dtype, torch.float32)
+                return builtin_adam.state_shapes(shape, state_dtype)
+        return cls.state_shapes(*matrix_shape(shape), dtype=dtype, **hyperparameters)
 
     def __init__(self, params, **hyperparameters):
         defaults = self.default_hyperparameters()
@@ -251,7 +177,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             self.param_groups.pop()  # a refused group is not kept
             raise
         for index, p in enumerate(group["params"]):
-            self._check_tensor(p, self._param_name(group, index))
+            self._check_tensor(p, self._param_name(group, index), group)
 
     def _validate_group(self, group: Group, index: int) -> None:
         """Every hyperparameter in its domain, then the blocks' checks of combinations."""
@@ -269,17 +195,18 @@ class ChainOptimizer(torch.optim.Optimizer):
         position = next(i for i, g in enumerate(self.param_groups) if g is group)
         return f"param_groups[{position}]['params'][{index}]"
 
-    def _check_tensor(self, p: Tensor, name: str) -> None:
+    def _check_tensor(self, p: Tensor, name: str, group: Group) -> None:
         what = f"{type(self).__name__}: parameter {name} (shape {tuple(p.shape)}, {p.dtype})"
         if p.is_complex():
             raise ValueError(f"{what} is complex; fimkit optimizers support real tensors only "
                              f"(view it as real with torch.view_as_real, or route it elsewhere)")
         if not p.is_floating_point():
             raise ValueError(f"{what} is not floating point")
-        if self.matrix_only and p.ndim != 2:
+        if self.matrix_only and p.ndim != 2 and group["non_matrix"] == "raise":
             raise ValueError(
                 f"{what} is not a matrix; {type(self).__name__} updates 2-D weights only. Route it "
                 f"to Adam (fimkit.param_groups / fimkit.build_optimizer do this for you)."
+                f" (non_matrix='raise'; the default non_matrix='adam' steps it with the built-in Adam.)"
             )
 
     # ------------------------------------------------------------------------------ step
@@ -303,6 +230,9 @@ class ChainOptimizer(torch.optim.Optimizer):
                                  f"has a sparse gradient, which fimkit optimizers do not support")
         if not live:
             return
+        missing = self.defaults.keys() - group.keys()
+        if missing:  # a group a container loaded from a checkpoint older than some hyperparameter
+            group.update({key: self.defaults[key] for key in missing})
         extremes = [None] * len(live)
         if group["on_nonfinite"] != "ignore":
             extremes = ([known[p] for _, p in live] if known is not None
@@ -329,7 +259,21 @@ class ChainOptimizer(torch.optim.Optimizer):
             degree = block.output_degree(group, degree)
         return degrees, degree, all(block.scale_equivariant(group) for block in self.blocks)
 
+    def _gradient_unit(self, state: State, grad_max: float | None, limit: int, chain_units) -> int:
+        """The exponent of the power-of-two unit the state is kept in (``fimkit.optim.units``),
+        moved first when ``grad_max`` has left the comfortable range; ``chain_units()`` gives
+        ``(state degrees, scale-equivariant)``, asked for only then."""
+        unit = units.unit_exponent(state)
+        if grad_max is not None and not units.comfortable(unit, grad_max, limit):
+            degrees, equivariant = chain_units()
+            units.move_unit(state, degrees, units.target_exponent(unit, grad_max, equivariant, limit), limit)
+            unit = units.unit_exponent(state)
+        return unit
+
     def _step_param(self, p: Tensor, group: Group, grad_max: float | None = None) -> None:
+        if self.matrix_only and p.ndim != 2 and builtin_adam.takes_builtin_adam(p.shape, group):
+            self._step_builtin_adam(p, group, grad_max)
+            return
         compute_dtype = torch.promote_types(p.dtype, torch.float32)
         m, n = matrix_shape(p.shape)
         grad = p.grad.reshape(m, n).to(compute_dtype)
@@ -344,12 +288,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         state = self.state[p]
         if not state:
             state.update(self._init_state(m, n, grad, group, self._state_dtype(p, group)))
-        unit = units.unit_exponent(state)
         limit = min(units.comfort(compute_dtype), units.comfort(self._state_dtype(p, group)))
-        if grad_max is not None and not units.comfortable(unit, grad_max, limit):
-            degrees, _, equivariant = self._units(group)
-            units.move_unit(state, degrees, units.target_exponent(unit, grad_max, equivariant, limit), limit)
-            unit = units.unit_exponent(state)
+        unit = self._gradient_unit(state, grad_max, limit, lambda: self._units(group)[::2])
         if unit:
             grad = units.scaled(grad, -unit)
         step = None
@@ -380,6 +320,32 @@ class ChainOptimizer(torch.optim.Optimizer):
         if weights.untyped_storage().data_ptr() != p.untyped_storage().data_ptr():
             p.copy_(weights.reshape(p.shape))
 
+    def _step_builtin_adam(self, p: Tensor, group: Group, grad_max: float | None) -> None:
+        """Adam for a tensor that is not a matrix (``fimkit.optim.builtin_adam``): the same
+        compute dtype, state dtype and gradient unit as the chain's path."""
+        compute_dtype = torch.promote_types(p.dtype, torch.float32)
+        state_dtype = self._state_dtype(p, group)
+        state = self.state[p]
+        if not state:
+            state.update(builtin_adam.init_state(p.detach(), state_dtype))
+        limit = min(units.comfort(compute_dtype), units.comfort(state_dtype))
+        unit = self._gradient_unit(state, grad_max, limit, lambda: (builtin_adam.STATE_DEGREES, False))
+        grad = p.grad.to(compute_dtype)
+        if unit:  # eps then acts relative to the unit, as in the chain's Adam
+            grad = units.scaled(grad, -unit)
+        state["step"] += 1
+        moments = {key: state[key] if state[key].dtype == compute_dtype else state[key].to(compute_dtype)
+                   for key in builtin_adam.STATE_DEGREES}
+        weights = p.detach().to(compute_dtype)  # a view of p in float32 and wider, else a copy
+        builtin_adam.adam_step(weights, grad, moments["exp_avg"], moments["exp_avg_sq"], int(state["step"]),
+                               lr=builtin_adam.learning_rate(group), betas=tuple(group["adam_betas"]),
+                               eps=group["adam_eps"], weight_decay=group["adam_weight_decay"])
+        for key, value in moments.items():
+            if value is not state[key]:
+                state[key].copy_(value)
+        if weights.untyped_storage().data_ptr() != p.untyped_storage().data_ptr():
+            p.copy_(weights)
+
     def _init_state(self, m: int, n: int, like: Tensor, group: Group, dtype: torch.dtype) -> State:
         state: State = {}
         if any(block.needs_step for block in self.blocks):
@@ -403,9 +369,12 @@ class ChainOptimizer(torch.optim.Optimizer):
         """As torch's, after :func:`~fimkit.optim.loading.check_loadable` (the saving class, every
         hyperparameter in its domain, state shapes, finite state), and saved state keeps its
         dtype (torch casts floating state to the parameter's dtype, which would turn float32
-        state of a bf16 parameter into bf16)."""
-        from .loading import check_loadable, restore_saved_state_dtypes
+        state of a bf16 parameter into bf16). A hyperparameter the saved groups lack (a
+        checkpoint written before it existed, e.g. ``non_matrix``) keeps this optimizer's value
+        for the group (:func:`~fimkit.optim.loading.with_missing_hyperparameters`)."""
+        from .loading import check_loadable, restore_saved_state_dtypes, with_missing_hyperparameters
 
+        state_dict = with_missing_hyperparameters(self, state_dict)
         check_loadable(self, state_dict)
         super().load_state_dict(state_dict)
         restore_saved_state_dtypes(self, state_dict)

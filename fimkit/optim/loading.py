@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .chain import CLASSES_KEY, ChainOptimizer, matrix_shape
+from .chain import CLASSES_KEY, ChainOptimizer
 from .units import UNIT_KEY
 
 
@@ -59,7 +59,7 @@ def check_loadable(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any])
         owner = _owner(optimizer, groups[index])
         if isinstance(owner, ChainOptimizer):  # what it creates for p with the saved hyperparameters
             hyperparameters = {k: group[k] for k in owner.default_hyperparameters()}
-            shapes = owner.state_shapes(*matrix_shape(p.shape), dtype=p.dtype, **hyperparameters)
+            shapes = owner.param_state_shapes(tuple(p.shape), dtype=p.dtype, **hyperparameters)
             expected = {key: shape.shape for key, shape in shapes.items()}
         else:  # a torch optimizer (Adam): every non-scalar state tensor is shaped like the parameter
             expected = {k: tuple(p.shape) for k, v in saved.items() if isinstance(v, Tensor) and v.ndim}
@@ -78,6 +78,19 @@ def check_loadable(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any])
             if not (math.isfinite(low) and math.isfinite(high)):
                 raise ValueError(f"{label} is not finite (NaN or infinity); the checkpoint is damaged or was "
                                  f"saved after a divergence")
+
+
+def with_missing_hyperparameters(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """``state_dict`` with every hyperparameter that a saved group lacks and the live group has
+    filled in from the live group (a checkpoint saved before ``non_matrix``, ``adam_lr``, ...
+    existed loads and steps as the optimizer it is loaded into is configured). A shallow copy:
+    the caller's dict and its groups are left as they are."""
+    saved_groups, groups = state_dict["param_groups"], optimizer.param_groups
+    if len(saved_groups) != len(groups):
+        return state_dict  # check_loadable says what is wrong
+    completed = [{**{k: v for k, v in group.items() if k not in ("params", "param_names")}, **saved}
+                 for saved, group in zip(saved_groups, groups)]
+    return {**state_dict, "param_groups": completed}
 
 
 def restore_saved_state_dtypes(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any],

@@ -20,7 +20,9 @@ from torch import nn
 
 from .optim.registry import get_optimizer
 from .optim.domains import NON_NEGATIVE
-from .optim.routed import NONFINITE_POLICIES, RoutedOptimizer, guarded_step
+from .optim.chain import matrix_shape
+from .optim.routed import (NONFINITE_POLICIES, RoutedOptimizer, make_viewing_matrices, register_release,
+                           views_in, views_matrices)
 
 #: names of output heads (the last linear layer of a language model)
 LM_HEAD_PATTERN = r"(^|\.)(lm_head|output|head)\.weight$"
@@ -118,7 +120,24 @@ def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str
     in [P]'s main results), ``"adam"`` or ``"matrix"`` (the structured optimizer). With
     ``matrix_optimizer="adam"`` and an ``adam_lr``, the matrices keep ``lr`` and the other
     parameters get ``adam_lr`` (a per-role baseline).
+
+    ``conv="matrix"`` gives convolution kernels to the structured optimizer, in a group of their
+    own (the matrices' hyperparameters, and ``non_matrix="flatten"`` for a matrix-only class that
+    has a built-in Adam): each is stepped as its matrix view ``(out_channels, in_channels *
+    kernel)``, by the optimizer :func:`build_optimizer` returns whatever the class does with
+    N-d tensors itself.
     """
+    return _plan(model, matrix_optimizer, lm_head, adam_lr=adam_lr, overrides=overrides, conv=conv,
+                 lm_head_pattern=lm_head_pattern, **hparams)[0]
+
+
+def _plan(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str = "paper", *,
+          adam_lr: float | None = None, overrides: dict[str, str] | None = None, conv: str = "adam",
+          lm_head_pattern: str = LM_HEAD_PATTERN,
+          **hparams: Any) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(the param groups, the routes): ``{kind: group template}`` for a tensor that is not yet in
+    the model, by its kind (``fimkit.optim.routed.TENSOR_KINDS``): the template of the group a
+    matrix, a vector or a convolution kernel of the model is in (``RoutedOptimizer.add_param_group``)."""
     matrix_optimizer = matrix_optimizer.lower()
     matrix_class = get_optimizer(matrix_optimizer)
     known = getattr(matrix_class, "default_hyperparameters", dict)()
@@ -152,26 +171,41 @@ def param_groups(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str
     params = dict(model.named_parameters())
     # An all-Adam model with its own adam_lr keeps two groups: matrices at lr, the rest at adam_lr.
     split_adam = matrix_optimizer == "adam" and adam_lr is not None
-    by_group: dict[tuple[str, bool], list[str]] = {}
-    for name, role in roles.items():
-        target = role.partition(":")[2] if role.startswith("override:") else role_to_optimizer[role]
-        is_candidate = role == "matrix" or (role == "lm_head" and lm_head == "matrix") or (role == "conv" and conv == "matrix")
-        by_group.setdefault((target.lower(), split_adam and is_candidate), []).append(name)
 
-    groups = []
-    for (optimizer, candidate_role), names in by_group.items():
+    # Kernels on the structured optimizer (conv="matrix") have a group of their own: the same
+    # hyperparameters, and the matrix view whatever the matrices' group says of non-matrices
+    # (a matrix-only class's non_matrix="flatten"; fimkit.optim.routed views them in any case).
+    kernel_group = conv == "matrix" and matrix_optimizer != "adam"
+
+    def hyperparameters(optimizer: str, candidate_role: bool, kernels: bool = False) -> dict[str, Any]:
+        """The group of ``optimizer`` (the candidate's matrices when ``candidate_role`` and the
+        Adam groups are split; its convolution kernels when ``kernels``), without its tensors."""
         # "role": "candidate" for the group holding the matrices, "adam" for the rest
         is_candidate_group = optimizer == matrix_optimizer and (candidate_role or not split_adam)
-        group = {"params": [params[n] for n in names], "param_names": names, "optimizer": optimizer,
-                 "role": "candidate" if is_candidate_group else "adam"}
+        group = {"optimizer": optimizer, "role": "candidate" if is_candidate_group else "adam"}
         if optimizer == matrix_optimizer and optimizer != "adam":
             group.update(hparams)
+            if kernels and "non_matrix" in known:
+                group["non_matrix"] = "flatten"
         else:
             group.update(ADAM_DEFAULTS, lr=adam_lr if adam_lr is not None else lr, on_nonfinite=on_nonfinite)
             if is_candidate_group:
                 group.update(hparams)  # everything on Adam: the user's hparams win
-        groups.append(group)
-    return groups
+        return group
+
+    by_group: dict[tuple[str, bool, bool], list[str]] = {}
+    for name, role in roles.items():
+        target = role.partition(":")[2] if role.startswith("override:") else role_to_optimizer[role]
+        is_candidate = role == "matrix" or (role == "lm_head" and lm_head == "matrix") or (role == "conv" and conv == "matrix")
+        kernels = kernel_group and role == "conv"
+        by_group.setdefault((target.lower(), split_adam and is_candidate, kernels), []).append(name)
+    groups = [{"params": [params[n] for n in names], "param_names": names, **hyperparameters(*key)}
+              for key, names in by_group.items()]
+    matrix_route = hyperparameters(matrix_optimizer, split_adam)
+    vector_route = hyperparameters("adam", False)
+    routes = {"matrix": matrix_route, "vector": vector_route,
+              "conv": hyperparameters(matrix_optimizer, split_adam, kernel_group) if conv == "matrix" else vector_route}
+    return groups, routes
 
 
 def _adam(groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
@@ -185,21 +219,28 @@ def build_optimizer(model: nn.Module, name: str, lm_head: str = "paper", *, grad
     """One optimizer for the whole model: ``name`` for the matrices, Adam for the rest.
 
     Keyword arguments are those of :func:`param_groups`. The result has the full
-    ``torch.optim.Optimizer`` interface (schedulers and checkpoints work unchanged) and exposes
-    the per-optimizer children as ``.children``.
+    ``torch.optim.Optimizer`` interface (schedulers, momentum schedulers such as ``OneCycleLR``,
+    checkpoints, ``copy.deepcopy``, ``pickle``, hooks), exposes the per-optimizer children as
+    ``.children``, and routes tensors given to ``add_param_group`` by the same rules (its
+    ``.routes``). A matrix-only optimizer steps a convolution kernel routed to it
+    (``conv="matrix"``) as its matrix view ``(out_channels, in_channels * kernel)``.
 
     ``gradient_release=True`` is layer-wise gradient release (GaLore's ``layerwise``, [P] Fig 4):
     each parameter is stepped by its own optimizer in its post-accumulate-grad hook during
     ``backward()``, and its gradient is freed at once, so the full set of gradients never
     exists. ``step()`` then has nothing left to do. It cannot be combined with gradient
-    accumulation or global-norm clipping (both need every gradient at once), and the non-finite
-    guard then syncs once per parameter instead of once per group.
+    accumulation or global-norm clipping (both need every gradient at once), nor with
+    ``add_param_group``, and the non-finite guard then syncs once per parameter instead of once
+    per group.
     """
+    groups, routes = _plan(model, name, lm_head, **kwargs)
     by_optimizer: dict[str, list[dict[str, Any]]] = {}
-    for group in param_groups(model, name, lm_head, **kwargs):
+    for group in groups:
         by_optimizer.setdefault(group["optimizer"], []).append(group)
     if not gradient_release:
-        return RoutedOptimizer({optimizer: _make(optimizer, groups) for optimizer, groups in by_optimizer.items()})
+        children = {optimizer: _make(optimizer, groups) for optimizer, groups in by_optimizer.items()}
+        return RoutedOptimizer(children, routes={kind: route for kind, route in routes.items()
+                                                 if route["optimizer"] in children})
 
     children: dict[str, torch.optim.Optimizer] = {}
     for optimizer, groups in by_optimizer.items():
@@ -207,28 +248,24 @@ def build_optimizer(model: nn.Module, name: str, lm_head: str = "paper", *, grad
             for param, param_name in zip(group["params"], group["param_names"]):
                 single = {**group, "params": [param], "param_names": [param_name]}
                 children[param_name] = child = _make(optimizer, [single])
-                param.register_post_accumulate_grad_hook(_release_hook(child))
+                register_release(param, child)
     routed = RoutedOptimizer(children)
     routed.gradient_release = True
     return routed
 
 
 def _make(optimizer: str, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
-    return _adam(groups) if optimizer == "adam" else get_optimizer(optimizer)(groups)
-
-
-def _release_hook(child: torch.optim.Optimizer):
-    def step_and_free(param: torch.Tensor) -> None:
-        guarded_step(child)
-        param.grad = None
-
-    return step_and_free
+    if optimizer == "adam":
+        return _adam(groups)
+    return make_viewing_matrices(get_optimizer(optimizer), groups)
 
 
 def describe(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str = "paper", **kwargs: Any) -> str:
     """Where every parameter goes: a table of name, shape, role, optimizer and lr (a string to print).
 
-    Takes the arguments of :func:`param_groups`; nothing is built or changed."""
+    An N-d weight that a matrix-only optimizer steps as its matrix view shows that view in its
+    role (``conv as 3x18``). Takes the arguments of :func:`param_groups`; nothing is built or
+    changed."""
     kwargs_roles = {k: kwargs[k] for k in ("overrides", "lm_head_pattern") if k in kwargs}
     roles = parameter_roles(model, **kwargs_roles)
     groups = param_groups(model, matrix_optimizer, lm_head, **kwargs)
@@ -236,11 +273,21 @@ def describe(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str = "
     def lr_of(group):  # a candidate group without an explicit lr runs at its class default
         return group["lr"] if "lr" in group else get_optimizer(group["optimizer"]).default_hyperparameters()["lr"]
 
-    rows = [(name, tuple(shapes[name].shape), roles[name], g["optimizer"], lr_of(g))
+    def role_of(name, group):
+        shape = shapes[name].shape
+        cls = None if group["optimizer"] == "adam" else get_optimizer(group["optimizer"])
+        viewed = cls is not None and views_matrices(cls) and views_in({**cls.default_hyperparameters(), **group})
+        if len(shape) > 2 and viewed:
+            return f"{roles[name]} as {'x'.join(map(str, matrix_shape(shape)))}"
+        return roles[name]
+
+    rows = [(name, tuple(shapes[name].shape), role_of(name, g), g["optimizer"], lr_of(g))
             for g in groups for name in g["param_names"]]
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'parameter':<{width}}  {'shape':<14} {'role':<10} {'optimizer':<12} lr"]
-    lines += [f"{n:<{width}}  {str(shape):<14} {role:<10} {opt:<12} {lr:g}" for n, shape, role, opt, lr in rows]
+    width = max(len("parameter"), *(len(r[0]) for r in rows))
+    role_width = max(10, *(len(r[2]) + 1 for r in rows))
+    lines = [f"{'parameter':<{width}}  {'shape':<14} {'role':<{role_width}} {'optimizer':<12} lr"]
+    lines += [f"{n:<{width}}  {str(shape):<14} {role:<{role_width}} {opt:<12} {lr:g}"
+              for n, shape, role, opt, lr in rows]
     counts = {}
     for _, shape, _, opt, _ in rows:
         counts[opt] = counts.get(opt, 0) + math.prod(shape)

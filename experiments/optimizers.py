@@ -18,7 +18,6 @@ from torch import nn
 import fimkit
 from experiments.presets import Preset
 from fimkit.optim.builtin_adam import HYPERPARAMETERS as BUILTIN_ADAM_HYPERPARAMETERS
-from fimkit.optim.builtin_adam import HYPERPARAMETERS as BUILTIN_ADAM
 
 PAPER_WIDTH, PAPER_STEPS = 512, 10_000  # the 60M row's model width and run length
 WIDTH_KEYS = ("rank", "leading")
@@ -30,9 +29,6 @@ def default_hparams(name: str, preset: Preset, steps: int) -> dict[str, Any]:
     hparams = dict(fimkit.optim.paper_hparams(name, preset.paper_size))
     # routing steps the non-matrices with torch's Adam: the built-in Adam's defaults mean nothing here
     hparams = {k: v for k, v in hparams.items() if k not in BUILTIN_ADAM_HYPERPARAMETERS}
-    # routing steps every tensor that is not a matrix with torch's Adam, so a matrix-only class's
-    # built-in Adam (fimkit.optim.builtin_adam) never steps here: its settings are not the run's
-    hparams = {k: v for k, v in hparams.items() if k not in BUILTIN_ADAM}
     if name == "adam":  # routing trains an all-Adam model with torch.optim.Adam: keep the keys it takes
         hparams = {k: v for k, v in hparams.items() if k in ("lr", "betas", "eps", "weight_decay")}
     if preset.cpu:

@@ -18,6 +18,7 @@ from torch import nn
 import fimkit
 from experiments.presets import Preset
 from fimkit.optim.builtin_adam import HYPERPARAMETERS as BUILTIN_ADAM_HYPERPARAMETERS
+from fimkit.optim.builtin_adam import HYPERPARAMETERS as BUILTIN_ADAM_HYPERPARAMETERS
 
 PAPER_WIDTH, PAPER_STEPS = 512, 10_000  # the 60M row's model width and run length
 WIDTH_KEYS = ("rank", "leading")
@@ -27,6 +28,8 @@ INTERVAL_KEYS = ("update_interval",)
 def default_hparams(name: str, preset: Preset, steps: int) -> dict[str, Any]:
     """The paper's hyperparameters of optimizer ``name`` for ``preset`` (lr included)."""
     hparams = dict(fimkit.optim.paper_hparams(name, preset.paper_size))
+    # routing steps the non-matrices with torch's Adam: the built-in Adam's defaults mean nothing here
+    hparams = {k: v for k, v in hparams.items() if k not in BUILTIN_ADAM_HYPERPARAMETERS}
     # routing steps the non-matrices with torch's Adam: the built-in Adam's defaults mean nothing here
     hparams = {k: v for k, v in hparams.items() if k not in BUILTIN_ADAM_HYPERPARAMETERS}
     if name == "adam":  # routing trains an all-Adam model with torch.optim.Adam: keep the keys it takes
@@ -51,6 +54,6 @@ def build(model: nn.Module, name: str, *, lr: float, adam_lr: float | None, lm_h
 def matrix_lr(optimizer: torch.optim.Optimizer, name: str) -> float:
     """Current lr of the matrix optimizer's group (what the metrics report as ``lr``)."""
     for group in optimizer.param_groups:
-        if group.get("role", "candidate") == "candidate" and group.get("optimizer", name) == name:
+        if group.get("role", "candidate") == "candidate" and group.get("optimizer", name.lower()) == name.lower():
             return group["lr"]
     return optimizer.param_groups[0]["lr"]

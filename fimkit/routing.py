@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .optim.registry import get_optimizer
+from .optim.builtin_adam import DOMAINS as BUILTIN_ADAM_DOMAINS
 from .optim.domains import NON_NEGATIVE
 from .optim.chain import matrix_shape
 from .optim.routed import (NONFINITE_POLICIES, RoutedOptimizer, make_viewing_matrices, register_release,
@@ -35,6 +36,30 @@ ADAM_DEFAULTS = {"betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
 #: and the paper's choice for Adam, RACS and APOLLO).
 LM_HEAD_ON_CANDIDATE = frozenset({"alice", "alice0", "galore", "fira"})
 LM_HEAD_CHOICES = ("paper", "adam", "matrix")
+
+
+#: options of the built-in Adam (``fimkit.optim.builtin_adam``) that routing gives torch's Adam
+ROUTED_ADAM_OPTIONS = ("adam_betas", "adam_eps", "adam_weight_decay")
+
+
+def routed_adam_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """torch Adam group settings for the built-in Adam's ``adam_betas``, ``adam_eps`` and
+    ``adam_weight_decay`` (decoupled, as the built-in Adam's and every fimkit weight decay)."""
+    for key, value in options.items():
+        domain = BUILTIN_ADAM_DOMAINS[key]
+        if not domain.contains(value):
+            raise ValueError(f"{key}={value!r} is not {domain.description}")
+    settings = {}
+    if "adam_betas" in options:
+        settings["betas"] = tuple(options["adam_betas"])
+    if "adam_eps" in options:
+        settings["eps"] = options["adam_eps"]
+    if options.get("adam_weight_decay"):
+        if "decoupled_weight_decay" not in inspect.signature(torch.optim.Adam).parameters:
+            raise ValueError(f"adam_weight_decay={options['adam_weight_decay']!r} needs torch.optim.Adam's "
+                             f"decoupled_weight_decay (torch >= 2.6); upgrade torch or leave it at 0")
+        settings.update(weight_decay=options["adam_weight_decay"], decoupled_weight_decay=True)
+    return settings
 
 
 def paper_lm_head(matrix_optimizer: str) -> str:
@@ -140,6 +165,9 @@ def _plan(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str = "pap
     matrix, a vector or a convolution kernel of the model is in (``RoutedOptimizer.add_param_group``)."""
     matrix_optimizer = matrix_optimizer.lower()
     matrix_class = get_optimizer(matrix_optimizer)
+    # A bare optimizer's built-in Adam options here mean the routed Adam (torch's), which steps
+    # everything that is not the candidate's: its betas, eps and (decoupled) weight decay.
+    adam_settings = routed_adam_settings({key: hparams.pop(key) for key in ROUTED_ADAM_OPTIONS if key in hparams})
     known = getattr(matrix_class, "default_hyperparameters", dict)()
     if matrix_optimizer == "adam":  # routing steps every Adam group with torch's own Adam
         known = {k: v.default for k, v in inspect.signature(torch.optim.Adam).parameters.items() if k != "params"}
@@ -189,6 +217,7 @@ def _plan(model: nn.Module, matrix_optimizer: str = "alice", lm_head: str = "pap
                 group["non_matrix"] = "flatten"
         else:
             group.update(ADAM_DEFAULTS, lr=adam_lr if adam_lr is not None else lr, on_nonfinite=on_nonfinite)
+            group.update(adam_settings)
             if is_candidate_group:
                 group.update(hparams)  # everything on Adam: the user's hparams win
         return group

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 import fimkit
-from fimkit.routing import describe, parameter_roles
+from fimkit.routing import build_optimizer, describe, parameter_roles
 
 
 class Conv1D(nn.Module):
@@ -55,3 +57,29 @@ def test_describe_lists_every_parameter_with_its_optimizer_and_lr():
     for name in ("wte.weight", "c_attn.weight", "conv.weight", "ln_f.bias"):
         assert name in text
     assert "racs" in text and "0.001" in text and "elements" in text
+
+
+def test_builtin_adam_options_given_to_routing_set_the_routed_adam():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5))
+    reference = copy.deepcopy(model)
+    optimizer = build_optimizer(model, "racs", adam_lr=1e-2, adam_betas=(0.8, 0.99), adam_eps=1e-6,
+                                adam_weight_decay=0.1)
+    vectors = [p for n, p in reference.named_parameters() if p.ndim == 1]
+    oracle = torch.optim.AdamW(vectors, lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)
+    matrix_oracle = fimkit.optim.RACS([reference[0].weight])
+    for _ in range(3):
+        for m in (model, reference):
+            m.zero_grad()
+            m(torch.arange(12.0).reshape(2, 6)).square().sum().backward()
+        optimizer.step()
+        oracle.step()
+        matrix_oracle.step()
+    assert torch.equal(model[0].weight, reference[0].weight)
+    moved = [p for n, p in model.named_parameters() if p.ndim == 1]
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-7) for a, b in zip(moved, vectors))
+
+
+def test_builtin_adam_option_out_of_its_domain_is_refused_by_routing():
+    with pytest.raises(ValueError, match="adam_eps=0"):
+        build_optimizer(nn.Linear(4, 3), "racs", adam_eps=0.0)

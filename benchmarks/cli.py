@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
+import difflib
 import shlex
 import sys
 from pathlib import Path
 
 import torch
 
+from experiments.cli import command_parser
 from experiments.runtime import keep_freed_memory
 from fimkit.optim import registered
 
@@ -20,21 +21,39 @@ DEFAULT_OPTIMIZERS = ("racs", "alice", "alice0")
 RESULTS = Path(__file__).parent / "results"
 
 
+def optimizer_names(text: str) -> list[str]:
+    """``--optimizers``: registered names (comma-separated) or ``all``; any other name is a
+    ``ValueError`` that suggests the closest and lists the valid ones."""
+    valid = sorted(registered())
+    if text.strip().lower() == "all":
+        return valid
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--optimizers {text!r} names no optimizer; valid: {', '.join(valid)}, or 'all'")
+    for name in names:
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"--optimizers: {name!r} is not a registered optimizer{hint}; valid: "
+                             f"{', '.join(valid)}, or 'all'")
+    return names
+
+
 def bench_command(argv: list[str]) -> int:
     """Benchmark optimizer step time and memory against torch.optim.Adam (foreach and fused)."""
-    parser = argparse.ArgumentParser(prog="fimkit bench", description=bench_command.__doc__)
-    parser.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS),
-                        help="comma-separated registered names, or 'all' (default: %(default)s)")
+    parser = command_parser("fimkit bench", bench_command.__doc__)
+    parser.add_argument("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), metavar="NAMES",
+                        help="comma-separated registered names (`fimkit optimizers`), or 'all'")
     parser.add_argument("--model", default="60M", choices=list(PAPER_MODELS),
-                        help="paper model whose attention and MLP matrices are stepped (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per optimizer (default: %(default)s)")
+                        help="paper model whose attention and MLP matrices are stepped")
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per optimizer")
     parser.add_argument("--amortise-over", type=int, default=200, metavar="K",
-                        help="switch interval K over which a switch step is amortised (default: %(default)s)")
+                        help="switch interval K over which a switch step is amortised")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--out", type=Path, default=None,
-                        help=f"also write the Markdown table here (e.g. {RESULTS / 'cpu_step_time.md'})")
+                        help=f"also write the Markdown table here, e.g. {RESULTS / 'cpu_step_time.md'} (default: print only)")
     parser.add_argument("--return-freed-memory", action="store_true",
                         help="leave glibc's default of unmapping large freed blocks (every step then pays "
                              "page faults for its temporaries; fimkit train keeps freed memory, as the "
@@ -42,6 +61,11 @@ def bench_command(argv: list[str]) -> int:
     parser.add_argument("--table3", action="store_true",
                         help="print [P] Table 3 (memory, ours / paper) instead of timing")
     args = parser.parse_args(argv)
+    try:
+        names = optimizer_names(args.optimizers)
+    except ValueError as exc:
+        print(f"fimkit bench: error: {exc}", file=sys.stderr)
+        return 2
 
     if args.table3:
         print_table3()
@@ -50,14 +74,8 @@ def bench_command(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     if not args.return_freed_memory:
         keep_freed_memory()
-    names = sorted(registered()) if args.optimizers == "all" else [n for n in args.optimizers.split(",") if n]
     candidates = [torch_adam("foreach"), torch_adam("fused")]
-    for name in names:
-        if name not in registered():
-            print(f"fimkit bench: {name!r} is not registered (have: {', '.join(sorted(registered()))}); "
-                  f"left out", file=sys.stderr)
-            continue
-        candidates.append(fimkit_candidate(name, amortise_over=args.amortise_over))
+    candidates += [fimkit_candidate(name, amortise_over=args.amortise_over) for name in names]
     shapes = model_matrix_shapes(args.model)
     results = measure(candidates, shapes, repeats=args.repeats, warmup=args.warmup, device=args.device)
     command = "fimkit bench " + " ".join(shlex.quote(a) for a in argv)

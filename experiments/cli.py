@@ -1,8 +1,8 @@
 """``fimkit train | compare | demo | data``: argument parsing only; the work is elsewhere.
 
 fimkit's CLI finds these through the ``fimkit.commands`` entry points; each takes ``argv`` and
-returns an exit code. Bad input (unknown preset or optimizer, missing files, no local T5
-tokenizer) ends with a one-line error naming what to do, not a traceback.
+returns an exit code. Bad input (unknown preset, optimizer or config key, missing files, no local
+T5 tokenizer) ends with a one-line error naming what to do, not a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from experiments.config import (
+    SECTIONS,
     TrainConfig,
     add_config_arguments,
     config_from_args,
@@ -22,6 +23,31 @@ from experiments.presets import PRESETS
 
 #: what bad input raises (a ValueError names the setting; an OSError the file): one line and exit 2
 USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default: argparse's value when it has one, else the help
+    text says it (``None`` here means "the preset's", or "not given")."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or not action.option_strings or action.default in (None, argparse.SUPPRESS):
+            return text
+        if action.default is False:
+            return text + " (default: off)"
+        if isinstance(action.default, (list, tuple)):
+            return text + " (default: " + " ".join(map(str, action.default)).replace("%", "%%") + ")"
+        return text + " (default: %(default)s)"
+
+
+def command_parser(prog: str, description: str | None, **kwargs) -> argparse.ArgumentParser:
+    """The parser of one ``fimkit`` command: defaults shown in the help, and ``--version``."""
+    from fimkit.cli import version
+
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter, **kwargs)
+    parser.add_argument("--version", action="version", version=f"fimkit {version()}",
+                        help="print fimkit's version and exit")
+    return parser
 
 
 def _run(prog: str, action) -> int:
@@ -38,7 +64,8 @@ def _run(prog: str, action) -> int:
 
 
 def _base_config(args: argparse.Namespace) -> TrainConfig | None:
-    """A config.json named with --config, or on --resume the run folder's own."""
+    """A config file named with --config (TOML, or a run's config.json), or on --resume the run
+    folder's own config.json."""
     if getattr(args, "config", None):
         return load_config(args.config)
     if getattr(args, "resume", False):
@@ -48,15 +75,24 @@ def _base_config(args: argparse.Namespace) -> TrainConfig | None:
     return None
 
 
+CONFIG_FILES = (f"TOML (sections {', '.join(f'[{s}]' for s in SECTIONS)}; see experiments/configs/example.toml) "
+                f"or a run's config.json / run.toml")
+
+
 def train_command(argv: list[str]) -> int:
     """Train a LLaMA preset with one optimizer; writes metrics, config and checkpoints."""
-    parser = argparse.ArgumentParser(
-        prog="fimkit train", description=train_command.__doc__,
-        epilog=f"presets: {', '.join(PRESETS)}. Every option defaults to the preset's or the paper's value.",
+    parser = command_parser(
+        "fimkit train", train_command.__doc__,
+        epilog=(f"presets: {', '.join(PRESETS)}.\n"
+                "Settings come from the preset and the paper, then --config, then --set, then the flags.\n"
+                "Example: fimkit train --preset tiny --steps 100 \\\n"
+                "             --optimizer 'derive(Kronecker(Full(), DiagonalFactor()), lr=1e-2)'"),
     )
-    parser.add_argument("--config", help="start from a run's config.json (repeats that run)")
+    parser.add_argument("--config", metavar="FILE",
+                        help=f"start from a config file: {CONFIG_FILES}, which repeats that run (default: none)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    parser.add_argument("--until-step", type=int, default=None, help="stop (with a checkpoint) at this step")
+    parser.add_argument("--until-step", type=int, default=None, metavar="STEP",
+                        help="stop at this step with a checkpoint; --resume continues (default: train to the end)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
 
@@ -70,10 +106,15 @@ def train_command(argv: list[str]) -> int:
 
 def compare_command(argv: list[str]) -> int:
     """Train several optimizers on the same batches and budget; write a table and loss plots."""
-    parser = argparse.ArgumentParser(prog="fimkit compare", description=compare_command.__doc__)
-    parser.add_argument("--optimizers", nargs="+", default=["adam", "racs", "alice"],
-                        help="specs NAME[:KEY=VALUE,...], e.g. adam adam:lr=3e-3 alice:lm_head=matrix")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="one run per spec and seed")
+    parser = command_parser("fimkit compare", compare_command.__doc__)
+    parser.add_argument("--optimizers", nargs="+", default=["adam", "racs", "alice"], metavar="SPEC",
+                        help="specs NAME[:KEY=VALUE,...], e.g. adam adam:lr=3e-3 alice:lm_head=matrix; NAME may be "
+                             "a structure spec as in `fimkit train --optimizer`, e.g. "
+                             "'derive(RowColumn(), lr=1e-2):lm_head=adam' or my_package.module:MyStructure")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED",
+                        help="one run per spec and seed")
+    parser.add_argument("--config", metavar="FILE", help=f"start every run from a config file: {CONFIG_FILES}; "
+                                                         f"each spec replaces its optimizer (default: none)")
     parser.add_argument("--resume", action="store_true", help="continue interrupted runs")
     add_config_arguments(parser, skip=("optimizer", "seed", "data_seed"))
     args = parser.parse_args(argv)
@@ -81,7 +122,7 @@ def compare_command(argv: list[str]) -> int:
     def action():
         from experiments.compare import run_comparison, write_report
 
-        base = config_from_args(args)
+        base = config_from_args(args, load_config(args.config) if args.config else None)
         out = args.out or f"runs/compare-{base.preset}"
         summaries = run_comparison(base, args.optimizers, args.seeds, out, resume=args.resume)
         table, plots = write_report(summaries, out)
@@ -93,39 +134,55 @@ def compare_command(argv: list[str]) -> int:
 
 def demo_command(argv: list[str]) -> int:
     """Build the corpus, train tiny with Adam, RACS and Alice, and plot them (~20 min on 2 cores)."""
-    parser = argparse.ArgumentParser(prog="fimkit demo", description=demo_command.__doc__)
-    parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--preset", default="tiny", choices=list(PRESETS))
-    parser.add_argument("--steps", type=int, default=None, help="per optimizer (default: the preset's)")
-    parser.add_argument("--optimizers", nargs="+", default=None, help="default: adam racs alice")
+    from experiments.demo import DEMO_OPTIMIZERS
+
+    parser = command_parser("fimkit demo", demo_command.__doc__)
+    parser.add_argument("--out", default="runs/demo", help="folder of the runs, table and plots")
+    parser.add_argument("--preset", default="tiny", metavar="{" + ",".join(PRESETS) + "}",
+                        help="model and run preset")
+    parser.add_argument("--steps", type=int, default=None, help="steps per optimizer (default: the preset's)")
+    parser.add_argument("--optimizers", nargs="+", default=list(DEMO_OPTIMIZERS), metavar="SPEC",
+                        help="optimizer specs, as in `fimkit compare`")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted demo")
     args = parser.parse_args(argv)
 
     def action():
-        from experiments.demo import DEMO_OPTIMIZERS, run_demo
+        from experiments.demo import run_demo
 
         base = TrainConfig(preset=args.preset, steps=args.steps)
-        run_demo(args.out, base, args.optimizers or DEMO_OPTIMIZERS, args.resume)
+        base.resolve()  # an unknown preset or a bad --steps: one line, before the corpus is built
+        run_demo(args.out, base, args.optimizers, args.resume)
 
     return _run("fimkit demo", action)
 
 
 def data_command(argv: list[str]) -> int:
     """Build (or show) the cached corpus, tokenizer and token shards."""
-    parser = argparse.ArgumentParser(prog="fimkit data", description=data_command.__doc__)
-    parser.add_argument("--data", nargs="+", default=["debian"],
+    parser = command_parser("fimkit data", data_command.__doc__)
+    parser.add_argument("--data", nargs="+", default=["debian"], metavar="SOURCE",
                         help="'debian' (Debian documentation via apt), 'installed', or .txt/.jsonl files or folders")
     parser.add_argument("--tokenizer", default="bpe", help="'bpe', 't5', 't5:PATH' or a tokenizer.json")
     parser.add_argument("--vocab-size", type=int, default=8192, help="of the BPE")
     parser.add_argument("--val-fraction", type=float, default=0.01, help="fraction of documents held out")
-    parser.add_argument("--cache", default=".cache")
+    parser.add_argument("--cache", default=None, metavar="DIR",
+                        help="data cache folder (default: $FIMKIT_CACHE, else the platform's cache directory)")
+    parser.add_argument("--where", action="store_true", help="print the cache folder (and what it holds); build nothing")
     args = parser.parse_args(argv)
 
     def action():
+        from experiments.data import location
+
+        cache = location.resolve_cache(args.cache)
+        if args.where:
+            print(cache)
+            describe = getattr(location, "describe_cache", None)
+            if describe is not None:
+                print(describe(cache))
+            return
         from experiments.data import DataSpec, prepare
 
         TrainConfig(vocab_size=args.vocab_size, val_fraction=args.val_fraction).validate()
-        data = prepare(DataSpec(tuple(args.data), args.tokenizer, args.vocab_size, args.val_fraction), args.cache)
+        data = prepare(DataSpec(tuple(args.data), args.tokenizer, args.vocab_size, args.val_fraction), cache)
         print(f"tokenizer: {data.tokenizer}\ntrain: {data.train} ({data.meta['train_tokens']:,} tokens)\n"
               f"val:   {data.val} ({data.meta['val_tokens']:,} tokens)")
 

@@ -2,12 +2,14 @@
 
 An optimizer spec is a name with optional settings, e.g. ``adam``, ``adam:lr=3e-3``,
 ``alice:lm_head=matrix,rank=32``: keys that are ``TrainConfig`` fields set those, any other key
-is an optimizer hyperparameter. Outputs in the comparison folder: one run folder per spec and
+is an optimizer hyperparameter. The name may be a structure spec (``experiments.specs``), e.g.
+``derive(RowColumn(), lr=1e-2):lm_head=adam`` or ``my_package.module:MyStructure:lr=3e-3``. Outputs in the comparison folder: one run folder per spec and
 seed, ``results.md`` (the table), ``results.json``, and ``loss.png`` / ``loss.svg``.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -16,27 +18,65 @@ from pathlib import Path
 from typing import Any
 
 from experiments.atomic import write_text_atomic
-from experiments.config import TrainConfig, parse_key_value
+from experiments.config import TrainConfig, parse_key_value, suggestion
 from experiments.figures import provenance, save_figure, smooth
 from experiments.metrics import METRICS, MetricsLog
+from experiments.optimizers import default_hparams
+from experiments.presets import get_preset
+from experiments.specs import canonical, is_spec, slug
 from experiments.train import train
 
 CONFIG_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"hparams", "out", "seed", "data_seed"}
 
 
+def split_spec(spec: str) -> tuple[str, str]:
+    """``spec`` -> (optimizer, settings): ``adam:lr=3e-3`` -> (``adam``, ``lr=3e-3``). A structure
+    expression ends at its last ``)``; ``module:attribute`` keeps its own colon."""
+    spec = spec.strip()
+    if "(" in spec:
+        end = spec.rindex(")") + 1
+        rest = spec[end:]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"optimizer spec {spec!r}: expected EXPRESSION[:KEY=VALUE,...] after the expression")
+        return spec[:end], rest[1:]
+    parts = spec.split(":")
+    if len(parts) >= 2 and parts[1] and "=" not in parts[1]:  # module:attribute[:KEY=VALUE,...]
+        return ":".join(parts[:2]), ":".join(parts[2:])
+    return parts[0], ":".join(parts[1:])
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """``name:key=value,...`` -> (optimizer name, config fields, optimizer hyperparameters)."""
-    name, _, rest = spec.partition(":")
-    fields, hparams = {"optimizer": name.lower()}, {}
+    name, rest = split_spec(spec)
+    name = name if is_spec(name) else name.lower()
+    fields, hparams = {"optimizer": name}, {}
     for item in filter(None, rest.split(",")):
-        key, value = parse_key_value(item)
+        try:
+            key, value = parse_key_value(item)
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"optimizer spec {spec!r}: {exc}") from None
         (fields if key in CONFIG_FIELDS else hparams)[key] = value
-    return name.lower(), fields, hparams
+    return name, fields, hparams
 
 
 def run_dir_name(spec: str, seed: int, n_seeds: int) -> str:
-    safe = spec.replace(":", "-").replace(",", "-").replace("=", "")
+    safe = slug(spec)
     return safe if n_seeds == 1 else f"{safe}-seed{seed}"
+
+
+def check_spec_keys(spec: str, name: str, hparams: dict[str, Any], base: TrainConfig) -> None:
+    """A key of a spec that is neither a config field nor a hyperparameter of its optimizer is an
+    error suggesting the closest of either."""
+    try:
+        optimizer = canonical(name)
+        preset = get_preset(base.preset)
+    except ValueError as exc:
+        raise ValueError(f"optimizer spec {spec!r}: {exc}") from None
+    valid = default_hparams(optimizer, preset, base.steps or preset.steps)
+    for key in sorted(set(hparams) - set(valid)):
+        raise ValueError(f"optimizer spec {spec!r}: unknown key {key!r}{suggestion(key, [*CONFIG_FIELDS, *valid])}; "
+                         f"config fields: {', '.join(sorted(CONFIG_FIELDS))}; {optimizer}'s hyperparameters: "
+                         f"{', '.join(sorted(valid))}")
 
 
 def run_comparison(base: TrainConfig, specs: list[str], seeds: list[int], out: str | Path,
@@ -46,7 +86,8 @@ def run_comparison(base: TrainConfig, specs: list[str], seeds: list[int], out: s
     out = Path(out)
     runs = []
     for spec in specs:
-        _, fields, hparams = parse_spec(spec)
+        name, fields, hparams = parse_spec(spec)
+        check_spec_keys(spec, name, hparams, base)
         for seed in seeds:
             cfg = dataclasses.replace(base, **fields, hparams={**base.hparams, **hparams}, seed=seed,
                                       data_seed=seed, out=str(out / run_dir_name(spec, seed, len(seeds))))

@@ -1,8 +1,15 @@
 """The training configuration: plain values, every one overridable from the command line.
 
 ``None`` means "the preset's (or the paper's) value"; ``resolve`` fills those in, and the
-resolved config is what ``config.json`` stores, so ``fimkit train --config runs/X/config.json``
-repeats the run exactly.
+resolved config is what ``config.json`` (and ``run.toml``) store, so ``fimkit train --config
+runs/X/config.json`` repeats the run exactly.
+
+A config file (``fimkit train --config run.toml``) is TOML: every key is a ``TrainConfig`` field
+(the name of its ``--flag`` with ``_``), in the section that groups it (:data:`SECTIONS`) or at
+the top level; ``[optimizer.hparams]`` holds the optimizer's own hyperparameters (``--opt``).
+``--set SECTION.KEY=VALUE`` overrides one key (the value is read as TOML, else as a bare string).
+An unknown section or key is an error that lists the valid ones and suggests the closest.
+Precedence: the preset's and paper's values < the config file < ``--set`` < explicit flags.
 """
 
 from __future__ import annotations
@@ -11,66 +18,118 @@ import argparse
 import dataclasses
 import difflib
 import json
+import math
+import re
+import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from experiments.optimizers import default_hparams
-from experiments.presets import get_preset
+from experiments.presets import PRESETS, checkpoint_interval, eval_interval, get_preset, log_interval
+from experiments.specs import canonical, slug
 from fimkit.optim import get_optimizer
-from fimkit.optim.domains import BOOLEAN, NON_NEGATIVE, Domain, choice, integer, optional, real
-from fimkit.routing import resolve_lm_head
+from fimkit.optim.domains import BOOLEAN, NON_NEGATIVE, Domain, choice, integer, real
+from fimkit.routing import LM_HEAD_CHOICES, resolve_lm_head
 
 TEXT = Domain("a string", lambda value: isinstance(value, str))
 TEXTS = Domain("a list of strings", lambda value: isinstance(value, list) and all(isinstance(v, str) for v in value))
 MAPPING = Domain("a mapping of names to values", lambda value: isinstance(value, dict))
+DTYPES = ("auto", "fp32", "bf16")
+
+#: the sections of a TOML config file, in the order ``run.toml`` writes them
+SECTIONS = {
+    "run": "what is trained, where and on what hardware",
+    "data": "the corpus, tokenizer and batches",
+    "optimizer": "the optimizer, its learning rates and hyperparameters ([optimizer.hparams])",
+    "schedule": "the learning-rate schedule",
+    "eval": "held-out evaluation",
+    "checkpoint": "checkpoints",
+    "logging": "TensorBoard and Weights & Biases",
+}
 
 
-def _field(default: Any = None, domain: Domain = TEXT, factory=None):
-    """A config field with its valid values (``None`` always means "the preset's")."""
+def _field(default: Any = None, domain: Domain = TEXT, *, section: str, help: str, choices=None, factory=None):
+    """A config field with its valid values (``None`` always means "the preset's"), its TOML
+    section and its ``--flag``'s help (and, for a closed set, its choices)."""
+    metadata = {"domain": domain, "section": section, "help": help, "choices": choices}
     if factory is not None:
-        return field(default_factory=factory, metadata={"domain": domain})
-    return field(default=default, metadata={"domain": domain})
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def suggestion(name: str, valid) -> str:
     """`` (did you mean 'x'?)`` for the closest valid name, or nothing."""
-    close = difflib.get_close_matches(name, list(valid), n=1)
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass
 class TrainConfig:
-    preset: str = _field("tiny")
-    optimizer: str = _field("adam")
-    lm_head: str = _field("paper")  # "paper" (the paper's choice per optimizer), "adam" or "matrix" (the candidate)
-    steps: int | None = _field(None, integer(1))
-    batch_size: int | None = _field(None, integer(1))  # sequences per optimizer step
-    micro_batch: int | None = _field(None, integer(1))  # sequences per forward/backward (gradient accumulation)
-    seq_len: int | None = _field(None, integer(1))
-    lr: float | None = _field(None, NON_NEGATIVE)  # peak lr of the matrix optimizer; None: the paper's
-    adam_lr: float | None = _field(None, NON_NEGATIVE)  # peak lr of the Adam-routed parameters; None: same as lr
-    hparams: dict[str, Any] = _field(domain=MAPPING, factory=dict)  # other optimizer hyperparameters
-    warmup_fraction: float = _field(0.1, real(0.0, 1.0))
-    min_lr_ratio: float = _field(0.1, real(0.0, 1.0))
-    grad_clip: float = _field(0.0, NON_NEGATIVE)  # max global grad norm; 0 disables (GaLore's default)
-    grad_release: bool = _field(False, BOOLEAN)  # layer-wise gradient release: step each parameter in backward
-    seed: int = _field(0, integer(0))  # model initialisation
-    data_seed: int | None = _field(None, integer(0))  # batch order; None: same as seed
-    data: list[str] = _field(domain=TEXTS, factory=lambda: ["debian"])  # "debian", "installed" or files
-    tokenizer: str = _field("bpe")  # "bpe", "t5", "t5:PATH" or a tokenizer.json
-    vocab_size: int | None = _field(None, integer(2))  # model vocabulary (and BPE size); None: the preset's
-    val_fraction: float = _field(0.01, real(0.0, 1.0, low_open=True, high_open=True))  # of documents held out
-    eval_every: int | None = _field(None, integer(1))
-    eval_tokens: int | None = _field(None, integer(1))
-    ckpt_every: int | None = _field(None, integer(1))
-    device: str = _field("auto")  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
-    dtype: str = _field("auto", choice("auto", "fp32", "bf16"))  # "auto": bf16 autocast on CUDA, fp32 on CPU
-    compile: bool = _field(False, BOOLEAN)
-    threads: int = _field(0, integer(0))  # torch CPU threads; 0: torch's default
-    out: str | None = _field(None)  # run folder; None: runs/{preset}-{optimizer}
-    cache: str = _field(".cache")
+    preset: str = _field("tiny", section="run", choices=tuple(PRESETS), help="model and run preset")
+    optimizer: str = _field("adam", section="optimizer", help=(
+        "a registered optimizer (`fimkit optimizers`) or a structure spec: a `fimkit derive --list` name, "
+        "an expression such as 'Kronecker(Full(), DiagonalFactor())', 'derive(STRUCTURE, lr=1e-2)', or "
+        "'module:attribute' naming a Structure or a torch.optim.Optimizer class"))
+    lm_head: str = _field("paper", section="optimizer", choices=LM_HEAD_CHOICES, help=(
+        "where the output head is trained: 'paper' (the paper's choice for the optimizer), 'adam', or "
+        "'matrix' (the optimizer itself)"))
+    steps: int | None = _field(None, integer(1), section="run", help="optimizer steps (default: the preset's)")
+    batch_size: int | None = _field(None, integer(1), section="data",
+                                    help="sequences per optimizer step (default: the preset's)")
+    micro_batch: int | None = _field(None, integer(1), section="data", help=(
+        "sequences per forward/backward; batch_size / micro_batch steps of gradient accumulation "
+        "(default: the preset's)"))
+    seq_len: int | None = _field(None, integer(1), section="data", help="tokens per sequence (default: the preset's)")
+    lr: float | None = _field(None, NON_NEGATIVE, section="optimizer", help=(
+        "peak learning rate of the optimizer (default: the paper's for the optimizer and preset)"))
+    adam_lr: float | None = _field(None, NON_NEGATIVE, section="optimizer", help=(
+        "peak learning rate of the Adam-routed parameters: embeddings, norms, the head on Adam (default: --lr)"))
+    hparams: dict[str, Any] = _field(domain=MAPPING, factory=dict, section="optimizer", help=(
+        "an optimizer hyperparameter, repeatable, e.g. --opt rank=64 (default: the paper's)"))
+    warmup_fraction: float = _field(0.1, real(0.0, 1.0), section="schedule",
+                                    help="fraction of the steps spent in linear warmup")
+    min_lr_ratio: float = _field(0.1, real(0.0, 1.0), section="schedule",
+                                 help="final learning rate of the cosine decay, as a fraction of the peak")
+    grad_clip: float = _field(0.0, NON_NEGATIVE, section="optimizer",
+                              help="maximum global gradient norm; 0 disables clipping (GaLore's default)")
+    grad_release: bool = _field(False, BOOLEAN, section="optimizer", help=(
+        "layer-wise gradient release: step each parameter during backward (needs micro_batch == batch_size "
+        "and grad_clip 0)"))
+    seed: int = _field(0, integer(0), section="run", help="seed of the model's initial weights")
+    data_seed: int | None = _field(None, integer(0), section="data", help="seed of the batch order (default: --seed)")
+    data: list[str] = _field(domain=TEXTS, factory=lambda: ["debian"], section="data", help=(
+        "'debian' (Debian documentation via apt), 'installed' (docstrings of installed Python code), or "
+        ".txt/.jsonl files or folders"))
+    tokenizer: str = _field("bpe", section="data", help="'bpe', 't5', 't5:PATH' or a tokenizer.json")
+    vocab_size: int | None = _field(None, integer(2), section="data",
+                                    help="model vocabulary and BPE size (default: the preset's)")
+    val_fraction: float = _field(0.01, real(0.0, 1.0, low_open=True, high_open=True), section="data",
+                                 help="fraction of the documents held out for evaluation")
+    eval_every: int | None = _field(None, integer(1), section="eval", help=(
+        "steps between evaluations, and always at the end (default: --steps / 20, rounded up)"))
+    eval_tokens: int | None = _field(None, integer(1), section="eval",
+                                     help="size of the fixed held-out token set (default: the preset's)")
+    ckpt_every: int | None = _field(None, integer(1), section="checkpoint", help=(
+        "steps between checkpoints, and always at the end (default: --steps / 10, rounded up)"))
+    log_every: int | None = _field(None, integer(1), section="logging", help=(
+        "steps between training points sent to TensorBoard / wandb; evaluations always are "
+        "(default: --steps / 500, rounded up)"))
+    tensorboard: bool = _field(False, BOOLEAN, section="logging", help=(
+        "also log to TensorBoard, in OUT/tensorboard (needs `pip install tensorboard`)"))
+    wandb: bool = _field(False, BOOLEAN, section="logging", help=(
+        "also log to Weights & Biases, offline in OUT/wandb unless WANDB_MODE says otherwise "
+        "(needs `pip install wandb`)"))
+    wandb_project: str | None = _field(None, section="logging", help="wandb project (default: fimkit)")
+    device: str = _field("auto", section="run", help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
+    dtype: str = _field("auto", choice(*DTYPES), section="run", choices=DTYPES,
+                        help="'auto': bf16 autocast on CUDA, fp32 on CPU")
+    compile: bool = _field(False, BOOLEAN, section="run", help="compile the model with torch.compile")
+    threads: int = _field(0, integer(0), section="run", help="torch CPU threads; 0: torch's default")
+    out: str | None = _field(None, section="run", help="run folder (default: runs/PRESET-OPTIMIZER)")
+    cache: str | None = _field(None, section="data", help=(
+        "data cache folder (default: $FIMKIT_CACHE, else the platform's cache directory; `fimkit data --where`)"))
 
     def validate(self) -> None:
         """Every field in its domain (``None`` means "the preset's"), as a ``ValueError`` naming
@@ -79,17 +138,21 @@ class TrainConfig:
             value = getattr(self, f.name)
             domain = f.metadata["domain"]
             if value is not None and not domain.contains(value):
-                flag = "--opt" if f.name == "hparams" else "--" + f.name.replace("_", "-")
-                raise ValueError(f"{f.name}={value!r} ({flag}) is not {domain.description}")
+                raise ValueError(f"{f.name}={value!r} ({flag_of(f.name)}) is not {domain.description}")
 
     def resolve(self) -> TrainConfig:
-        """A copy with every ``None`` replaced by the preset's or the paper's value."""
+        """A copy with every ``None`` replaced by the preset's or the paper's value; intervals not
+        given scale with the run's length (``experiments.presets``)."""
         self.validate()
         preset = get_preset(self.preset)
         c = dataclasses.replace(self, hparams=dict(self.hparams), data=list(self.data))
-        for name in ("steps", "batch_size", "micro_batch", "seq_len", "eval_every", "eval_tokens", "ckpt_every"):
+        c.optimizer = canonical(c.optimizer)
+        for name in ("steps", "batch_size", "micro_batch", "seq_len", "eval_tokens"):
             if getattr(c, name) is None:
                 setattr(c, name, getattr(preset, name))
+        c.eval_every = c.eval_every or eval_interval(c.steps)
+        c.ckpt_every = c.ckpt_every or checkpoint_interval(c.steps)
+        c.log_every = c.log_every or log_interval(c.steps)
         c.micro_batch = min(c.micro_batch, c.batch_size)
         if c.batch_size % c.micro_batch:
             raise ValueError(f"batch_size {c.batch_size} is not a multiple of micro_batch {c.micro_batch}")
@@ -99,12 +162,11 @@ class TrainConfig:
                              "micro_batch == batch_size (no accumulation) and grad_clip 0")
         c.vocab_size = c.vocab_size or preset.model.vocab_size
         c.data_seed = c.seed if c.data_seed is None else c.data_seed
-        c.optimizer = c.optimizer.lower()
         paper = default_hparams(c.optimizer, preset, c.steps)
         check_hparams(c.optimizer, c.hparams, valid=paper)
         c.hparams = {**{k: v for k, v in paper.items() if k != "lr"}, **c.hparams}
         c.lr = paper.get("lr", 1e-3) if c.lr is None else c.lr
-        c.out = c.out or f"runs/{c.preset}-{c.optimizer}"
+        c.out = c.out or f"runs/{c.preset}-{slug(c.optimizer)}"
         return c
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +180,17 @@ class TrainConfig:
             raise ValueError(f"unknown config field(s) {', '.join(repr(k) + suggestion(k, known) for k in unknown)}; "
                              f"valid: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def flag_of(name: str) -> str:
+    return "--opt" if name == "hparams" else "--" + name.replace("_", "-")
+
+
+def section_fields(section: str) -> list[str]:
+    return [name for name, f in FIELDS.items() if f.metadata["section"] == section]
 
 
 def check_hparams(optimizer: str, hparams: dict[str, Any], valid: dict[str, Any]) -> None:
@@ -149,26 +222,51 @@ def _base_type(annotation: str):
     return hints[annotation.replace(" | None", "")]
 
 
+def _help(f: dataclasses.Field) -> str:
+    """The flag's help with its default (argparse's own default is None: "not given")."""
+    text = f.metadata["help"]
+    if "(default" not in text:
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        shown = {False: "off", True: "on"}.get(default, default) if isinstance(default, bool) else default
+        shown = " ".join(shown) if isinstance(shown, list) else shown
+        text += f" (default: {shown})"
+    return text.replace("%", "%%")
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One ``--field-name`` option per TrainConfig field (defaults stay None = "not given")."""
+    """One ``--field-name`` option per TrainConfig field (defaults stay None = "not given"), and
+    ``--set SECTION.KEY=VALUE``."""
+    groups = {section: parser.add_argument_group(f"[{section}]", about) for section, about in SECTIONS.items()}
     for f in dataclasses.fields(TrainConfig):
         if f.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        group = groups[f.metadata["section"]]  # the help lists the flags as a TOML file groups them
+        flag, choices = flag_of(f.name), f.metadata["choices"]
+        # closed sets are checked by validate() (one line naming the flag, the value and the valid
+        # ones); argparse's own choices= would print the usage instead and suggest nothing
+        metavar = "{" + ",".join(choices) + "}" if choices else f.name.upper()
         if f.name == "hparams":
-            parser.add_argument("--opt", dest="hparams", action="append", type=parse_key_value, metavar="KEY=VALUE",
-                                help="an optimizer hyperparameter (repeatable), e.g. --opt rank=64")
+            group.add_argument("--opt", dest="hparams", action="append", type=parse_key_value, metavar="KEY=VALUE",
+                               help=_help(f))
         elif f.name == "data":
-            parser.add_argument(flag, nargs="+", help="'debian' (default), 'installed', or .txt/.jsonl files or folders")
+            group.add_argument(flag, nargs="+", metavar="SOURCE", help=_help(f))
         elif f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=_help(f))
         else:
-            parser.add_argument(flag, type=_base_type(typing.cast(str, f.type)), default=None, metavar=f.name.upper())
+            group.add_argument(flag, type=_base_type(typing.cast(str, f.type)), default=None, metavar=metavar,
+                               help=_help(f))
+    parser.add_argument("--set", dest="settings", action="append", default=None, metavar="SECTION.KEY=VALUE",
+                        help="override one key of the config (repeatable), e.g. --set optimizer.lr=3e-3 or "
+                             "--set optimizer.hparams.rank=64; the value is read as TOML, else as a string "
+                             "(default: none)")
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    """``base`` (default values, or a loaded config.json) with the options that were given."""
+    """``base`` (default values, or a loaded config file), then the ``--set`` overrides, then the
+    options that were given."""
     values = dataclasses.asdict(base or TrainConfig())
+    for setting in getattr(args, "settings", None) or ():
+        apply_setting(values, setting)
     for name in values:
         given = getattr(args, name, None)
         if given is None:
@@ -177,8 +275,12 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     return TrainConfig.from_dict(values)
 
 
+# ---------------------------------------------------------------------------- config files
 def load_config(path: str | Path) -> TrainConfig:
+    """A TOML config file (``.toml``) or a run's ``config.json`` (its ``train`` part)."""
     path = Path(path)
+    if path.suffix == ".toml":
+        return load_toml_config(path)
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -190,3 +292,117 @@ def load_config(path: str | Path) -> TrainConfig:
         return TrainConfig.from_dict(values.get("train", values))
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
+
+
+def load_toml_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return TrainConfig.from_dict({**dataclasses.asdict(TrainConfig()), **fields_from_toml(table)})
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def fields_from_toml(table: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig fields of a parsed TOML file: sections or top-level keys, each key once."""
+    fields: dict[str, Any] = {}
+
+    def put(name: str, value: Any) -> None:
+        if name in fields:
+            raise ValueError(f"{name!r} is given twice (at the top level and in [{FIELDS[name].metadata['section']}])")
+        fields[name] = value
+
+    for key, value in table.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for name, item in value.items():
+                _check_key(key, name)
+                put(name, item)
+        elif key in FIELDS:
+            put(key, value)
+        else:
+            valid = [*SECTIONS, *FIELDS]
+            raise ValueError(f"unknown section or key {key!r}{suggestion(key, valid)}; sections: "
+                             f"{', '.join(f'[{s}]' for s in SECTIONS)}; keys: {', '.join(FIELDS)}")
+    return fields
+
+
+def _check_key(section: str, name: str) -> None:
+    if name not in FIELDS:
+        valid = section_fields(section)
+        raise ValueError(f"unknown key {name!r} in [{section}]{suggestion(name, valid)}; valid keys of [{section}]: "
+                         f"{', '.join(valid)}")
+    home = FIELDS[name].metadata["section"]
+    if home != section:
+        raise ValueError(f"{name!r} belongs in [{home}], not in [{section}]")
+
+
+def parse_toml_value(text: str) -> Any:
+    """A ``--set`` value: TOML (``3e-3``, ``true``, ``[1, 2]``, ``"text"``), else the bare string."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_setting(values: dict[str, Any], setting: str) -> None:
+    """Apply one ``--set SECTION.KEY=VALUE`` (or ``KEY=VALUE``, or ``optimizer.hparams.NAME=VALUE``)
+    to the field values ``values``."""
+    key, sep, raw = setting.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise ValueError(f"--set {setting!r}: expected SECTION.KEY=VALUE, e.g. --set optimizer.lr=3e-3")
+    if parts[0] in SECTIONS and len(parts) > 1:
+        section, parts = parts[0], parts[1:]
+        _check_key(section, parts[0])
+    elif parts[0] not in FIELDS:
+        valid = [f"{f.metadata['section']}.{name}" for name, f in FIELDS.items()]
+        raise ValueError(f"--set {key}: unknown key{suggestion(key, valid + list(FIELDS))}; valid: {', '.join(valid)}")
+    name, value = parts[0], parse_toml_value(raw.strip())
+    if name == "hparams" and len(parts) == 2:
+        values["hparams"] = {**values["hparams"], parts[1]: value}
+    elif len(parts) == 1:
+        values[name] = {**values["hparams"], **value} if name == "hparams" and isinstance(value, dict) else value
+    else:
+        raise ValueError(f"--set {key}: {name} has no keys of its own (only optimizer.hparams.NAME does)")
+
+
+def to_toml(cfg: TrainConfig, header: str = "") -> str:
+    """``cfg`` as a TOML config file (``run.toml``), one section per group. TOML has no null:
+    ``None`` values (which mean "the default") are left out."""
+    values = dataclasses.asdict(cfg)
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    for section, about in SECTIONS.items():
+        body = [f"{name} = {_toml_value(values[name])}" for name in section_fields(section)
+                if name != "hparams" and values[name] is not None]
+        if body:
+            lines += ["", f"[{section}]  # {about}", *body]
+        if section == "optimizer" and values["hparams"]:
+            omitted = sorted(k for k, v in values["hparams"].items() if v is None)
+            lines += ["", "[optimizer.hparams]"]
+            if omitted:
+                lines.append(f"# None (the default): {', '.join(omitted)}")
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in sorted(values["hparams"].items()) if v is not None]
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None) + " }"
+    raise ValueError(f"{value!r} ({type(value).__name__}) cannot be written to a TOML config")

@@ -13,6 +13,7 @@ from pathlib import Path
 from experiments.compare import run_comparison, write_report
 from experiments.config import TrainConfig
 from experiments.data import DataSpec, prepare
+from experiments.data.location import resolve_cache
 from experiments.progress import log
 
 DEMO_OPTIMIZERS = ("adam", "racs", "alice")
@@ -25,7 +26,7 @@ def run_demo(out: str | Path = "runs/demo", base: TrainConfig | None = None, opt
     start = time.monotonic()
     base = base or TrainConfig(preset="tiny")
     data = base.resolve()  # the corpus first, so its (first-run) cost is reported on its own
-    prepare(DataSpec(tuple(data.data), data.tokenizer, data.vocab_size, data.val_fraction), data.cache)
+    prepare(DataSpec(tuple(data.data), data.tokenizer, data.vocab_size, data.val_fraction), resolve_cache(data.cache))
     data_seconds = time.monotonic() - start
     summaries = run_comparison(base, list(optimizers), [0], out, resume=resume)
     table, plots = write_report(summaries, out)

@@ -39,6 +39,7 @@ from experiments.model import LLaMA, ModelConfig
 from experiments.optimizers import default_hparams
 from experiments.presets import PRESETS, get_preset
 from experiments.progress import log
+from experiments.specs import slug
 from experiments.provenance import code_revision, command_line
 from fimkit import diagnostics
 from fimkit.optimizer_fisher import READERS
@@ -47,9 +48,10 @@ CSV_NAME, MARKDOWN_NAME = "fit_errors.csv", "fit_errors.md"
 FIELDS = ("step", "block", "kind", "label", "error", "rescaled_error", "scale", "half_error", "extrapolated_error",
           "numel", "samples", "how")
 TRAINING_HELP = {
-    "preset": "model and run preset", "optimizer": "optimizer the model is trained with (the trajectory diagnosed)",
-    "steps": "training steps (the schedule's length)", "out": "run folder (default: runs/diagnose-PRESET-OPTIMIZER)",
-    "threads": "torch CPU threads (0: torch's default)", "cache": "data cache folder",
+    "optimizer": "optimizer the model is trained with, the trajectory diagnosed; a name or a structure spec as in "
+                 "`fimkit train --optimizer` (default: adam)",
+    "steps": "training steps, the schedule's length (default: the preset's)",
+    "out": "run folder (default: runs/diagnose-PRESET-OPTIMIZER)",
 }
 #: hyperparameters tied to the whole weight's shape: the replay rescales them to the block
 SHAPE_KEYS = ("rank", "leading")
@@ -102,10 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", help="output folder (default: <run folder>/diagnostics; with --checkpoint "
                                           "runs/diagnose-<its run folder's name>)")
     add_config_arguments(parser)
-    for action in parser._actions:  # the shared training flags carry no help of their own
-        if action.help is None:
-            flag = action.dest.replace("_", "-")
-            action.help = TRAINING_HELP.get(action.dest, f"training: as `fimkit train --{flag}`")
+    for action in parser._actions:  # the shared training flags, said of the diagnosed run
+        if action.dest in TRAINING_HELP:
+            action.help = TRAINING_HELP[action.dest]
     return parser
 
 
@@ -150,9 +151,10 @@ def load_model(checkpoint: Path) -> tuple[LLaMA, TrainConfig, int]:
 def sample_sequences(cfg: TrainConfig, count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` training windows drawn with ``seed`` (independent of the training order)."""
     from experiments.data import DataSpec, prepare
+    from experiments.data.location import resolve_cache
     from experiments.data.shards import TokenBatches, open_shard
 
-    data = prepare(DataSpec(tuple(cfg.data), cfg.tokenizer, cfg.vocab_size, cfg.val_fraction), cfg.cache)
+    data = prepare(DataSpec(tuple(cfg.data), cfg.tokenizer, cfg.vocab_size, cfg.val_fraction), resolve_cache(cfg.cache))
     return TokenBatches(open_shard(data.train), cfg.seq_len, seed).next(count)
 
 
@@ -371,7 +373,7 @@ def diagnose_command(argv: list[str]) -> int:
         else:
             cfg = config_from_args(args, load_config(args.config) if args.config else None)
             if args.out is None:  # never train on in another run's folder (a --config's own)
-                cfg.out = f"runs/diagnose-{cfg.preset}-{cfg.optimizer}"
+                cfg.out = f"runs/diagnose-{cfg.preset}-{slug(cfg.optimizer)}"
             cfg = cfg.resolve()
             steps = check_arguments(args, cfg)
             with torch.device("meta"):  # check the blocks before any training

@@ -1,4 +1,4 @@
-"""Run outputs: ``metrics.jsonl`` (one JSON object a line) and ``config.json``."""
+"""Run outputs: ``metrics.jsonl`` (one JSON object a line), ``config.json`` and ``run.toml``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from experiments.atomic import write_text_atomic
 
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
+RUN_TOML = "run.toml"  # the resolved TrainConfig as a TOML config file (experiments.config.to_toml)
 
 
 class MetricsLog:

@@ -12,9 +12,30 @@ CPU sizes (targets.md §2) use LLaMA's own MLP rule (8/3 of the width, rounded u
 
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import dataclass
 
 from experiments.model import ModelConfig
+
+#: intervals not given scale with the run's length: about this many evaluations, checkpoints and
+#: TensorBoard / wandb training points a run (each also at the last step), whatever --steps is
+EVALS_PER_RUN, CHECKPOINTS_PER_RUN, LOG_POINTS_PER_RUN = 20, 10, 500
+
+
+def eval_interval(steps: int) -> int:
+    """Steps between evaluations: at most ``EVALS_PER_RUN`` of them, plus the final one."""
+    return max(1, math.ceil(steps / EVALS_PER_RUN))
+
+
+def checkpoint_interval(steps: int) -> int:
+    """Steps between checkpoints: every 10% of the run (and at its end)."""
+    return max(1, math.ceil(steps / CHECKPOINTS_PER_RUN))
+
+
+def log_interval(steps: int) -> int:
+    """Steps between training points sent to TensorBoard / wandb (``metrics.jsonl`` has every step)."""
+    return max(1, math.ceil(steps / LOG_POINTS_PER_RUN))
 
 
 @dataclass(frozen=True)
@@ -24,9 +45,7 @@ class Preset:
     batch_size: int  # sequences per optimizer step
     micro_batch: int  # sequences per forward/backward; batch_size / micro_batch accumulation steps
     seq_len: int
-    eval_every: int  # steps
     eval_tokens: int  # size of the fixed held-out set
-    ckpt_every: int  # steps (the final checkpoint is always written)
     paper_size: str  # which row of the paper's hyperparameter tables applies (60M for CPU presets)
     description: str
     cpu: bool = False  # hyperparameters rescaled from the 60M row (experiments.optimizers)
@@ -36,8 +55,9 @@ def _paper(size, dim, intermediate, heads, layers, steps, micro_batch) -> Preset
     return Preset(
         ModelConfig(dim=dim, n_layers=layers, n_heads=heads, vocab_size=32000, intermediate=intermediate),
         steps=steps, batch_size=512, micro_batch=micro_batch, seq_len=256,
-        # [DECISION] the paper gives no eval protocol: 10M held-out tokens every 1000 steps
-        eval_every=1000, eval_tokens=10_000_000, ckpt_every=1000, paper_size=size,
+        # [DECISION] the paper gives no eval protocol: 10M held-out tokens, EVALS_PER_RUN times a run
+        # (every 500 steps at 60M; the reproduction's protocols give their own intervals)
+        eval_tokens=10_000_000, paper_size=size,
         description=f"paper LLaMA, width {dim}, {layers} layers, {heads} heads, vocab 32000",
     )
 
@@ -48,8 +68,7 @@ def _cpu(dim, heads, layers, steps, description) -> Preset:
         steps=steps, batch_size=16, micro_batch=16, seq_len=256,
         # 64 sequences (16K tokens) of held-out text: ~2 s on 2 cores; every run of a comparison
         # is scored on the same tokens, so differences between optimizers are paired.
-        eval_every=max(steps // 10, 1), eval_tokens=64 * 256, ckpt_every=max(steps // 4, 1),
-        paper_size="60M", description=description, cpu=True,
+        eval_tokens=64 * 256, paper_size="60M", description=description, cpu=True,
     )
 
 
@@ -65,7 +84,7 @@ PRESETS: dict[str, Preset] = {
     # Seconds, not minutes: for tests and `fimkit reproduce --preset quick` on the sample corpus.
     "micro": Preset(
         ModelConfig(dim=32, n_layers=2, n_heads=2, vocab_size=512, max_seq_len=64),
-        steps=8, batch_size=4, micro_batch=2, seq_len=32, eval_every=4, eval_tokens=8 * 32, ckpt_every=4,
+        steps=8, batch_size=4, micro_batch=2, seq_len=32, eval_tokens=8 * 32,
         paper_size="60M", description="test size: width 32, 2 layers, 2 heads, vocab 512", cpu=True,
     ),
 }
@@ -75,4 +94,6 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+        close = difflib.get_close_matches(str(name), list(PRESETS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown preset {name!r}{hint}; choose one of {', '.join(PRESETS)}") from None

@@ -5,7 +5,9 @@
 Each step: fetch ``batch_size`` sequences, forward/backward them in ``micro_batch`` pieces
 (gradient accumulation), step the routed optimizer and the paper's schedule. Every
 ``eval_every`` steps (and at the end) the loss over a fixed held-out token set is measured.
-Outputs in the run folder: ``config.json``, ``metrics.jsonl``, ``checkpoint.pt``, ``summary.json``.
+Outputs in the run folder: ``config.json`` (and the same settings as ``run.toml``),
+``metrics.jsonl``, ``checkpoint.pt``, ``summary.json``; with ``--tensorboard`` / ``--wandb`` also
+their logs (``experiments.logging_sinks``).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ import torch
 import fimkit
 from experiments.atomic import remove_stale_temporaries, write_text_atomic
 from experiments.checkpoint import CHECKPOINT, load_checkpoint, restore, save_checkpoint
-from experiments.config import TrainConfig
+from experiments.config import TrainConfig, to_toml
 from experiments.data import DataSpec, prepare
+from experiments.data.location import resolve_cache
 from experiments.data.shards import TokenBatches, eval_windows, open_shard
-from experiments.metrics import METRICS, MetricsLog, write_config
+from experiments.logging_sinks import check_available, open_sinks
+from experiments.metrics import METRICS, RUN_TOML, MetricsLog, write_config
 from experiments.model import LLaMA
 from experiments.optimizers import build, matrix_lr
 from experiments.presets import get_preset
@@ -46,8 +50,11 @@ from experiments.schedule import paper_schedule
 from experiments.switch_log import SwitchLog
 
 SUMMARY = "summary.json"
+RUN_TOML_HEADER = ("The resolved settings of the run in {out} (config.json holds the same, plus the model, data\n"
+                   "and versions). Start a new run from them: fimkit train --config run.toml --out NEW_FOLDER")
 # Fields that may change between a run and its resumption without changing its results.
-RESUMABLE_CHANGES = {"out", "device", "threads", "compile", "cache", "ckpt_every", "eval_every"}
+RESUMABLE_CHANGES = {"out", "device", "threads", "compile", "cache", "ckpt_every", "eval_every", "log_every",
+                     "tensorboard", "wandb", "wandb_project"}
 
 
 @torch.no_grad()
@@ -104,11 +111,13 @@ def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None)
         check_resumable(saved["config"], cfg)
     elif resume:
         log(f"no checkpoint in {out}; starting from step 0")
+    check_available(cfg)
 
     device = pick_device(cfg.device)
     configure(device, cfg.threads)
     amp = autocast_dtype(cfg.dtype, device)
-    data = prepare(DataSpec(tuple(cfg.data), cfg.tokenizer, cfg.vocab_size, cfg.val_fraction), cfg.cache)
+    data = prepare(DataSpec(tuple(cfg.data), cfg.tokenizer, cfg.vocab_size, cfg.val_fraction),
+                   resolve_cache(cfg.cache))
     if data.meta["max_token_id"] >= cfg.vocab_size:
         raise ValueError(f"the tokenizer produces ids up to {data.meta['max_token_id']} but the model's vocabulary "
                          f"is {cfg.vocab_size}; pass --vocab-size {data.meta['vocab_size']}")
@@ -134,8 +143,11 @@ def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None)
     else:
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, run_record(cfg, data.meta, model_cfg))
-    metrics = MetricsLog(out / METRICS, resume_step=loop["step"] if saved is not None else None)
-    switches = SwitchLog(optimizer, out, resume_step=loop["step"] if saved is not None else None)
+        write_text_atomic(out / RUN_TOML, to_toml(cfg, RUN_TOML_HEADER.format(out=out)))
+    resume_step = loop["step"] if saved is not None else None
+    metrics = MetricsLog(out / METRICS, resume_step=resume_step)
+    switches = SwitchLog(optimizer, out, resume_step=resume_step)
+    sinks = open_sinks(cfg, out, resume_step)
     forward = torch.compile(model) if cfg.compile else model
     n_params = sum(p.numel() for p in model.parameters())
     log(f"{cfg.preset} ({n_params / 1e6:.1f}M parameters) with {cfg.optimizer} on {device}"
@@ -147,51 +159,62 @@ def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None)
     session_start, start_seconds = time.perf_counter(), loop["seconds"]
     train_seconds, train_tokens, eval_loss = 0.0, 0, None
     stop = min(cfg.steps, until_step or cfg.steps)
-    while loop["step"] < stop:
-        step_start = time.perf_counter()
-        switches.before_step(loop["step"] + 1)
-        inputs, targets = batches.next(cfg.batch_size)
-        lr = matrix_lr(optimizer, cfg.optimizer)
-        step_loss = torch.zeros((), device=device)
-        for x, y in zip(inputs.split(cfg.micro_batch), targets.split(cfg.micro_batch)):
-            with autocast(device, amp):
-                loss = forward(x.to(device, non_blocking=True), y.to(device, non_blocking=True)) / accumulation
-            loss.backward()
-            step_loss += loss.detach()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()  # with grad_release every parameter was already stepped in backward()
-        switches.after_step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        train_loss = step_loss.item()  # also waits for the GPU, so the timing below is real
-        train_seconds += time.perf_counter() - step_start
-        train_tokens += cfg.batch_size * cfg.seq_len
-        loop["step"] += 1
-        loop["tokens"] += cfg.batch_size * cfg.seq_len
-        step = loop["step"]
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f"training loss became {train_loss} at step {step}; try a lower --lr")
+    try:
+        while loop["step"] < stop:
+            step_start = time.perf_counter()
+            switches.before_step(loop["step"] + 1)
+            inputs, targets = batches.next(cfg.batch_size)
+            lr = matrix_lr(optimizer, cfg.optimizer)
+            step_loss = torch.zeros((), device=device)
+            for x, y in zip(inputs.split(cfg.micro_batch), targets.split(cfg.micro_batch)):
+                with autocast(device, amp):
+                    loss = forward(x.to(device, non_blocking=True), y.to(device, non_blocking=True)) / accumulation
+                loss.backward()
+                step_loss += loss.detach()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()  # with grad_release every parameter was already stepped in backward()
+            switches.after_step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            train_loss = step_loss.item()  # also waits for the GPU, so the timing below is real
+            train_seconds += time.perf_counter() - step_start
+            train_tokens += cfg.batch_size * cfg.seq_len
+            loop["step"] += 1
+            loop["tokens"] += cfg.batch_size * cfg.seq_len
+            step = loop["step"]
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(f"training loss became {train_loss} at step {step}; try a lower --lr")
 
-        record = {"step": step, "tokens": loop["tokens"], "train_loss": train_loss, "lr": lr}
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            eval_loss = evaluate(forward, eval_x, eval_y, cfg.micro_batch, device, amp)
-            record.update(eval_loss=eval_loss, eval_ppl=math.exp(eval_loss))
-        loop["seconds"] = start_seconds + time.perf_counter() - session_start
-        record.update(seconds=round(loop["seconds"], 3), tokens_per_s=round(train_tokens / train_seconds, 1))
-        metrics.append(record)
-        progress.update(1, loss=f"{train_loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-        if "eval_loss" in record:
-            progress.write(f"step {step}: train {train_loss:.4f}, eval {eval_loss:.4f} (ppl {math.exp(eval_loss):.2f})")
-        if step % cfg.ckpt_every == 0 or step == stop:
-            save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, data=batches,
-                            loop=loop, config=cfg.to_dict())
-    progress.close()
-    return write_summary(out, cfg, optimizer, train_tokens, train_seconds, peak_memory_bytes(device))
+            record = {"step": step, "tokens": loop["tokens"], "train_loss": train_loss, "lr": lr}
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                eval_loss = evaluate(forward, eval_x, eval_y, cfg.micro_batch, device, amp)
+                record.update(eval_loss=eval_loss, eval_ppl=math.exp(eval_loss))
+            loop["seconds"] = start_seconds + time.perf_counter() - session_start
+            record.update(seconds=round(loop["seconds"], 3), tokens_per_s=round(train_tokens / train_seconds, 1))
+            metrics.append(record)
+            if sinks and ("eval_loss" in record or step % cfg.log_every == 0 or step == stop):
+                for sink in sinks:
+                    sink.log(step, record)
+            progress.update(1, loss=f"{train_loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            if "eval_loss" in record:
+                progress.write(f"step {step}: train {train_loss:.4f}, eval {eval_loss:.4f} (ppl {math.exp(eval_loss):.2f})")
+            if step % cfg.ckpt_every == 0 or step == stop:
+                save_checkpoint(checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, data=batches,
+                                loop=loop, config=cfg.to_dict())
+    finally:  # the dashboards keep what was logged, even after an error or Ctrl-C
+        progress.close()
+        for sink in sinks:
+            sink.close()
+    if loop["step"] < cfg.steps:
+        log(f"stopped at step {loop['step']} of {cfg.steps} (--until-step {until_step}), with a checkpoint in "
+            f"{out}; continue with: fimkit train --out {out} --resume")
+    return write_summary(out, cfg, optimizer, train_tokens, train_seconds, peak_memory_bytes(device),
+                         finished=loop["step"] >= cfg.steps)
 
 
 def write_summary(out: Path, cfg: TrainConfig, optimizer, train_tokens: int, train_seconds: float,
-                  peak_memory: int) -> dict[str, Any]:
+                  peak_memory: int, finished: bool = True) -> dict[str, Any]:
     """Final numbers of the run (read by ``fimkit compare``), from the metrics of the whole run."""
     records = MetricsLog.read(out / METRICS)
     evals = [r for r in records if "eval_loss" in r]
@@ -212,7 +235,7 @@ def write_summary(out: Path, cfg: TrainConfig, optimizer, train_tokens: int, tra
         "out": str(out),
     }
     write_text_atomic(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
-    if summary["final_eval_loss"] is not None:
+    if finished and summary["final_eval_loss"] is not None:
         log(f"done: eval loss {summary['final_eval_loss']:.4f} (ppl {summary['final_eval_ppl']:.2f}), "
             f"{summary['tokens_per_s'] or 0:.0f} tokens/s; outputs in {out}/")
     return summary

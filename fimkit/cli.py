@@ -37,8 +37,18 @@ def _load(target: str):
     return getattr(importlib.import_module(module_name), attr)
 
 
+def version() -> str:
+    """The installed package's version (its metadata), or the source tree's when not installed."""
+    try:
+        return metadata.version("fimkit")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a source checkout on sys.path only
+        from fimkit import __version__
+
+        return __version__
+
+
 def _usage(commands: dict[str, str]) -> str:
-    lines = ["usage: fimkit COMMAND [options]", "", "commands:"]
+    lines = ["usage: fimkit COMMAND [options]", "       fimkit --version", "", "commands:"]
     for name, target in commands.items():
         try:
             doc = (_load(target).__doc__ or "").strip().splitlines()
@@ -56,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = available_commands()
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage(commands))
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"fimkit {version()}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in commands:

@@ -58,10 +58,14 @@ def test_bench_command_prints_table3(capsys):
     assert "| RACS |" in capsys.readouterr().out
 
 
-def test_bench_command_leaves_out_unknown_optimizers_and_writes_the_table(capsys, tmp_path):
+def test_bench_command_refuses_unknown_optimizers_before_timing(capsys, tmp_path):
     target = tmp_path / "table.md"
-    code = bench_command(["--optimizers", "not_an_optimizer", "--repeats", "1", "--warmup", "0",
-                          "--out", str(target)])
-    captured = capsys.readouterr()
-    assert code == 0 and "not registered" in captured.err
+    code = bench_command(["--optimizers", "not_an_optimizer", "--out", str(target)])
+    assert code == 2 and "'not_an_optimizer' is not a registered optimizer" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_bench_command_writes_the_table(capsys, tmp_path):
+    target = tmp_path / "table.md"
+    assert bench_command(["--optimizers", "adam", "--repeats", "1", "--warmup", "0", "--out", str(target)]) == 0
     assert "torch Adam (fused)" in target.read_text()

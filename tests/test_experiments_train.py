@@ -78,7 +78,7 @@ def test_resume_with_changed_settings_is_refused(tmp_path, cache):
 
 
 def test_metrics_have_the_api_fields_and_eval_at_the_cadence(tmp_path, cache):
-    cfg = micro_config(tmp_path, cache)
+    cfg = micro_config(tmp_path, cache, eval_every=4)
     summary = train(cfg)
     records = metrics(cfg)
     assert len(records) == 8

@@ -18,7 +18,6 @@ from torch import nn
 import fimkit
 from experiments.presets import Preset
 from fimkit.optim.builtin_adam import HYPERPARAMETERS as BUILTIN_ADAM_HYPERPARAMETERS
-from fimkit.optim.builtin_adam import HYPERPARAMETERS as BUILTIN_ADAM_HYPERPARAMETERS
 
 PAPER_WIDTH, PAPER_STEPS = 512, 10_000  # the 60M row's model width and run length
 WIDTH_KEYS = ("rank", "leading")
@@ -28,8 +27,6 @@ INTERVAL_KEYS = ("update_interval",)
 def default_hparams(name: str, preset: Preset, steps: int) -> dict[str, Any]:
     """The paper's hyperparameters of optimizer ``name`` for ``preset`` (lr included)."""
     hparams = dict(fimkit.optim.paper_hparams(name, preset.paper_size))
-    # routing steps the non-matrices with torch's Adam: the built-in Adam's defaults mean nothing here
-    hparams = {k: v for k, v in hparams.items() if k not in BUILTIN_ADAM_HYPERPARAMETERS}
     # routing steps the non-matrices with torch's Adam: the built-in Adam's defaults mean nothing here
     hparams = {k: v for k, v in hparams.items() if k not in BUILTIN_ADAM_HYPERPARAMETERS}
     if name == "adam":  # routing trains an all-Adam model with torch.optim.Adam: keep the keys it takes

@@ -79,6 +79,17 @@ CONFIG_FILES = (f"TOML (sections {', '.join(f'[{s}]' for s in SECTIONS)}; see ex
                 f"or a run's config.json / run.toml")
 
 
+def _repeated_corpus(config: str | None) -> dict | None:
+    """The corpus record of the past run a ``--config run/config.json`` repeats (None for TOML)."""
+    if not config or not str(config).endswith(".json"):
+        return None
+    import json
+
+    from experiments.data.provenance import recorded_corpus
+
+    return recorded_corpus(json.loads(Path(config).read_text()))
+
+
 def train_command(argv: list[str]) -> int:
     """Train a LLaMA preset with one optimizer; writes metrics, config and checkpoints."""
     parser = command_parser(
@@ -99,7 +110,8 @@ def train_command(argv: list[str]) -> int:
     def action():
         from experiments.train import train
 
-        train(config_from_args(args, _base_config(args)), resume=args.resume, until_step=args.until_step)
+        train(config_from_args(args, _base_config(args)), resume=args.resume, until_step=args.until_step,
+              expected_corpus=_repeated_corpus(args.config))
 
     return _run("fimkit train", action)
 
@@ -175,15 +187,15 @@ def data_command(argv: list[str]) -> int:
         cache = location.resolve_cache(args.cache)
         if args.where:
             print(cache)
-            describe = getattr(location, "describe_cache", None)
-            if describe is not None:
-                print(describe(cache))
+            print(location.describe_cache(cache))
             return
         from experiments.data import DataSpec, prepare
 
         TrainConfig(vocab_size=args.vocab_size, val_fraction=args.val_fraction).validate()
         data = prepare(DataSpec(tuple(args.data), args.tokenizer, args.vocab_size, args.val_fraction), cache)
+        from experiments.data.provenance import corpus_record, short
+
         print(f"tokenizer: {data.tokenizer}\ntrain: {data.train} ({data.meta['train_tokens']:,} tokens)\n"
-              f"val:   {data.val} ({data.meta['val_tokens']:,} tokens)")
+              f"val:   {data.val} ({data.meta['val_tokens']:,} tokens)\ncorpus: {short(corpus_record(data))}")
 
     return _run("fimkit data", action)

@@ -30,10 +30,11 @@ from experiments.atomic import remove_stale_temporaries, write_text_atomic
 from experiments.checkpoint import CHECKPOINT, load_checkpoint, restore, save_checkpoint
 from experiments.config import TrainConfig, to_toml
 from experiments.data import DataSpec, prepare
+from experiments.data.provenance import check_corpus, corpus_record, recorded_corpus
 from experiments.data.location import resolve_cache
 from experiments.data.shards import TokenBatches, eval_windows, open_shard
 from experiments.logging_sinks import check_available, open_sinks
-from experiments.metrics import METRICS, RUN_TOML, MetricsLog, write_config
+from experiments.metrics import CONFIG, METRICS, RUN_TOML, MetricsLog, write_config
 from experiments.model import LLaMA
 from experiments.optimizers import build, matrix_lr
 from experiments.presets import get_preset
@@ -93,9 +94,25 @@ def check_resumable(saved: dict, cfg: TrainConfig) -> None:
                          f"use a new --out or the original settings")
 
 
-def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None) -> dict[str, Any]:
+def warn_if_corpus_differs(data, out: Path, expected: dict | None) -> None:
+    """Log (one line) how the cached corpus differs from the one ``out``'s run, or the run being
+    repeated, was trained on."""
+    recorded, what = expected, "the run repeated"
+    if (out / CONFIG).exists():
+        try:
+            recorded, what = recorded_corpus(json.loads((out / CONFIG).read_text())), f"the run in {out}"
+        except (OSError, json.JSONDecodeError):
+            pass
+    if message := check_corpus(recorded, corpus_record(data), what=what):
+        log(f"warning: {message}")
+
+
+def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None,
+          expected_corpus: dict | None = None) -> dict[str, Any]:
     """Train (or resume) the run ``cfg`` describes; returns its summary. ``until_step`` stops
-    early, with a checkpoint, at that step (a preemptible job's slice; resume continues)."""
+    early, with a checkpoint, at that step (a preemptible job's slice; resume continues).
+    ``expected_corpus`` (the corpus record of a run being repeated) and, on resume, the run's own
+    record are compared with the corpus in the cache: a difference is said, not hidden."""
     cfg = cfg.resolve()
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
@@ -118,6 +135,7 @@ def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None)
     amp = autocast_dtype(cfg.dtype, device)
     data = prepare(DataSpec(tuple(cfg.data), cfg.tokenizer, cfg.vocab_size, cfg.val_fraction),
                    resolve_cache(cfg.cache))
+    warn_if_corpus_differs(data, out, expected_corpus)
     if data.meta["max_token_id"] >= cfg.vocab_size:
         raise ValueError(f"the tokenizer produces ids up to {data.meta['max_token_id']} but the model's vocabulary "
                          f"is {cfg.vocab_size}; pass --vocab-size {data.meta['vocab_size']}")

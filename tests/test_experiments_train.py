@@ -155,3 +155,27 @@ def test_compiled_training_matches_eager(tmp_path, cache):
     train(eager)
     train(compiled)
     assert [r["train_loss"] for r in metrics(compiled)] == pytest.approx([r["train_loss"] for r in metrics(eager)], abs=1e-4)
+
+
+def test_a_resumed_run_on_another_corpus_says_so(tmp_path, capsys):
+    import json
+    from types import SimpleNamespace
+
+    from experiments.train import warn_if_corpus_differs
+
+    record = {"source": "debian", "documents": 10, "sha256": "a" * 64}
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"corpus": record}}))
+    warn_if_corpus_differs(SimpleNamespace(meta={"corpus": record}), tmp_path, None)
+    assert "corpus differs" not in capsys.readouterr().err
+    warn_if_corpus_differs(SimpleNamespace(meta={"corpus": {**record, "sha256": "b" * 64}}), tmp_path, None)
+    assert f"the run in {tmp_path}" in capsys.readouterr().err
+
+
+def test_repeating_a_run_on_another_corpus_says_so(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from experiments.train import warn_if_corpus_differs
+
+    recorded = {"source": "debian", "documents": 10}
+    warn_if_corpus_differs(SimpleNamespace(meta={"corpus": {**recorded, "documents": 11}}), tmp_path, recorded)
+    assert "the run repeated" in capsys.readouterr().err

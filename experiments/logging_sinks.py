@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -73,7 +74,7 @@ class WandbSink:
         if resume_step is not None and id_file.exists():
             run_id = id_file.read_text().strip()
         else:
-            run_id = wandb.util.generate_id()
+            run_id = uuid.uuid4().hex[:8]  # wandb's own id format; wandb.util.generate_id is gone in 0.2x
             id_file.write_text(run_id + "\n")
         self.run = wandb.init(project=cfg.wandb_project or "fimkit", name=out.name, id=run_id, resume="allow",
                               dir=str(out), config=cfg.to_dict(), mode=os.environ.get("WANDB_MODE", "offline"))

@@ -58,8 +58,7 @@ def fake_wandb(monkeypatch):
         runs.append(FakeRun(**kwargs))
         return runs[-1]
 
-    ids = iter(f"id{i}" for i in range(100))
-    module = types.SimpleNamespace(init=init, util=types.SimpleNamespace(generate_id=lambda: next(ids)))
+    module = types.SimpleNamespace(init=init)
     monkeypatch.setitem(sys.modules, "wandb", module)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     return runs
@@ -116,7 +115,8 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, cache, fake_wandb):
     cfg = micro_config(tmp_path, cache, steps=4, wandb=True)
     train(cfg, until_step=2)
     train(cfg, resume=True)
-    assert [r.kwargs["id"] for r in fake_wandb] == ["id0", "id0"] and fake_wandb[1].kwargs["resume"] == "allow"
+    first, resumed = (r.kwargs["id"] for r in fake_wandb)
+    assert first == resumed and len(first) == 8 and fake_wandb[1].kwargs["resume"] == "allow"
 
 
 def test_logging_settings_may_change_on_resume(tmp_path, cache, fake_tensorboard):
@@ -136,3 +136,15 @@ def test_real_tensorboard_event_files_hold_the_losses(tmp_path, cache):
     events.Reload()
     assert [e.step for e in events.Scalars("eval/loss")] == [1, 2, 3]
     assert {"train/loss", "train/lr", "throughput/tokens_per_s"} <= set(events.Tags()["scalars"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb is not installed")
+def test_real_wandb_offline_run_records_the_losses_under_the_run(tmp_path, cache, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    train(micro_config(tmp_path, cache, steps=3, wandb=True))
+    out = tmp_path / "run"
+    run_id = (out / "wandb-id").read_text().strip()
+    (records,) = (out / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
+    data = records.read_bytes()  # wandb's record log: the history keys are stored as text
+    assert all(key.encode() in data for key in ("eval/loss", "train/loss", "train/lr", "throughput/tokens_per_s"))

@@ -8,6 +8,7 @@ T5 tokenizer) ends with a one-line error naming what to do, not a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -51,8 +52,9 @@ def command_parser(prog: str, description: str | None, **kwargs) -> argparse.Arg
 
 
 def _run(prog: str, action) -> int:
+    """``action()``'s exit code (0 when it returns none); a user error is one line and 2."""
     try:
-        action()
+        code = action()
     except USER_ERRORS as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__  # one line
         print(f"{prog}: error: {message}", file=sys.stderr)
@@ -60,7 +62,7 @@ def _run(prog: str, action) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted (resume with --resume)", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 def _base_config(args: argparse.Namespace) -> TrainConfig | None:
@@ -97,7 +99,9 @@ def train_command(argv: list[str]) -> int:
         epilog=(f"presets: {', '.join(PRESETS)}.\n"
                 "Settings come from the preset and the paper, then --config, then --set, then the flags.\n"
                 "Example: fimkit train --preset tiny --steps 100 \\\n"
-                "             --optimizer 'derive(Kronecker(Full(), DiagonalFactor()), lr=1e-2)'"),
+                "             --optimizer 'derive(Kronecker(Full(), DiagonalFactor()), lr=1e-2)'\n"
+                "Several processes: fimkit train --preset tiny --nproc 2 [--parallel fsdp2], or\n"
+                "             torchrun --nproc_per_node=2 -m experiments.train --preset tiny"),
     )
     parser.add_argument("--config", metavar="FILE",
                         help=f"start from a config file: {CONFIG_FILES}, which repeats that run (default: none)")
@@ -108,12 +112,17 @@ def train_command(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     def action():
+        from experiments import distributed
         from experiments.train import train
 
-        train(config_from_args(args, _base_config(args)), resume=args.resume, until_step=args.until_step,
-              expected_corpus=_repeated_corpus(args.config))
+        cfg = config_from_args(args, _base_config(args))
+        resolved = cfg.resolve()  # a bad setting is one line here, before any process starts
+        if distributed.needs_launch(resolved.parallel):
+            return distributed.launch(argv, resolved.nproc)  # each process runs this command
+        train(cfg, resume=args.resume, until_step=args.until_step, expected_corpus=_repeated_corpus(args.config))
 
-    return _run("fimkit train", action)
+    rank = int(os.environ.get("RANK", 0))
+    return _run("fimkit train" if rank == 0 else f"fimkit train (rank {rank})", action)
 
 
 def compare_command(argv: list[str]) -> int:
@@ -128,7 +137,8 @@ def compare_command(argv: list[str]) -> int:
     parser.add_argument("--config", metavar="FILE", help=f"start every run from a config file: {CONFIG_FILES}; "
                                                          f"each spec replaces its optimizer (default: none)")
     parser.add_argument("--resume", action="store_true", help="continue interrupted runs")
-    add_config_arguments(parser, skip=("optimizer", "seed", "data_seed"))
+    # a comparison trains its runs one after the other in this process (fimkit train --nproc for more)
+    add_config_arguments(parser, skip=("optimizer", "seed", "data_seed", "nproc", "parallel"))
     args = parser.parse_args(argv)
 
     def action():

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.distributed import PARALLEL, resolve_processes
 from experiments.optimizers import default_hparams
 from experiments.presets import PRESETS, checkpoint_interval, eval_interval, get_preset, log_interval
 from experiments.specs import canonical, slug
@@ -126,7 +127,15 @@ class TrainConfig:
     dtype: str = _field("auto", choice(*DTYPES), section="run", choices=DTYPES,
                         help="'auto': bf16 autocast on CUDA, fp32 on CPU")
     compile: bool = _field(False, BOOLEAN, section="run", help="compile the model with torch.compile")
-    threads: int = _field(0, integer(0), section="run", help="torch CPU threads; 0: torch's default")
+    threads: int = _field(0, integer(0), section="run", help=(
+        "torch CPU threads; 0: torch's default (with several processes: the cores shared between them)"))
+    nproc: int | None = _field(None, integer(1), section="run", help=(
+        "processes to train on (one per GPU, or CPU processes with gloo); above 1, fimkit train starts them as "
+        "torchrun would, and --batch-size stays the global batch (default: 1, or the WORLD_SIZE torchrun gives)"))
+    parallel: str | None = _field(None, choice(*PARALLEL), section="run", choices=PARALLEL, help=(
+        "'ddp' (every process holds the model, gradients averaged), 'fsdp2' (parameters, gradients and "
+        "optimizer state sharded with fully_shard, sharded checkpoints) or 'none' "
+        "(default: ddp when --nproc is above 1, else none)"))
     out: str | None = _field(None, section="run", help="run folder (default: runs/PRESET-OPTIMIZER)")
     cache: str | None = _field(None, section="data", help=(
         "data cache folder (default: $FIMKIT_CACHE, else the platform's cache directory; `fimkit data --where`)"))
@@ -160,6 +169,7 @@ class TrainConfig:
         if c.grad_release and (c.micro_batch != c.batch_size or c.grad_clip > 0):
             raise ValueError("grad_release steps each parameter as soon as its gradient exists, so it needs "
                              "micro_batch == batch_size (no accumulation) and grad_clip 0")
+        c.nproc, c.parallel = resolve_processes(c.nproc, c.parallel, c.batch_size, c.micro_batch, c.grad_release)
         c.vocab_size = c.vocab_size or preset.model.vocab_size
         c.data_seed = c.seed if c.data_seed is None else c.data_seed
         paper = default_hparams(c.optimizer, preset, c.steps)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..linalg import keep_on_failure, limiter_from_norm
+from ..optim import traced
 from ..optim.chain import Block, Group, ScalarBlock, State, is_refresh_step
 from ..optim.domains import BETAS, BOOLEAN, DECAY, NON_NEGATIVE, choice, integer, optional, real
 from ..structures.lowrank import PROJECTIONS, SWITCH_MODES
@@ -90,6 +91,7 @@ class SubspaceProjection(Block):
     def __init__(self, structure: LowRankPlusDiagonal = DEFAULT_SUBSPACE, refresh_offset: int = 0):
         self.structure = structure
         self.refresh_offset = refresh_offset
+        self.trace_handle = traced.register(self)
         options = {k: v for k, v in structure.tracking_options().items() if k in self.hyperparameters}
         self.hyperparameters = {**self.hyperparameters, **options}
 
@@ -125,12 +127,18 @@ class SubspaceProjection(Block):
         return True
 
     def __call__(self, update, grad, param, state, group, step):
-        if is_refresh_step(step, group["update_interval"], self.refresh_offset):
-            self.refresh_basis(update, state, group, step)
+        if isinstance(step, Tensor):  # the traceable step: decided and run on the host, when due
+            traced.refresh_if_due(self, update, state, group)
+        else:
+            self.refresh_if_due(update, state, group, step)
         sigma = self.structure.coordinates(update, state)
         if "projected_gram" in state:
             track_projected_gram(state["projected_gram"], sigma, group["tracking_beta"])
         return Projected(sigma, sigma)
+
+    def refresh_if_due(self, update: Tensor, state: State, group: Group, step: int) -> None:
+        if is_refresh_step(step, group["update_interval"], self.refresh_offset):
+            self.refresh_basis(update, state, group, step)
 
     def refresh_basis(self, grad: Tensor, state: State, group: Group, step: int) -> None:
         """The basis update of step ``step`` (the only place with eigh/QR/SVD)."""

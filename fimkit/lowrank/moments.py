@@ -20,8 +20,10 @@ def projected_adam_direction(exp_avg: Tensor, exp_avg_sq: Tensor, sigma: Tensor,
     return exp_avg / (exp_avg_sq.sqrt() + eps)
 
 
-def bias_correction_factor(betas: tuple[float, float], step: int) -> float:
+def bias_correction_factor(betas: tuple[float, float], step: int | Tensor) -> float | Tensor:
     """``sqrt(1 - b2^t) / (1 - b1^t)``: Adam's bias correction folded into the step size, as the
     official GaLore, Fira and APOLLO code does (``eps`` stays uncorrected)."""
     beta1, beta2 = betas
+    if isinstance(step, Tensor):  # a step counter the graph holds (fimkit.optim.traced)
+        return (1.0 - beta2**step).sqrt() / (1.0 - beta1**step)
     return math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)

@@ -156,7 +156,7 @@ class RelativeStepSize(Block):
         return True  # a function of the parameter, times its input
 
     def __call__(self, update, grad, param, state, group, step):
-        rho = min(group["lr"], step**-0.5)
+        rho = min(group["lr"], step**-0.5) if not isinstance(step, Tensor) else (step**-0.5).clamp(max=group["lr"])
         scale = torch.clamp(param.square().mean().sqrt(), min=group["eps2"]) * rho
         return update * -scale
 

@@ -90,7 +90,7 @@ def init_state(param: Tensor, dtype: torch.dtype) -> dict[str, Tensor]:
             "exp_avg_sq": torch.zeros_like(param, dtype=dtype)}
 
 
-def adam_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int, *, lr: float,
+def adam_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int | Tensor, *, lr: float,
               betas: tuple[float, float], eps: float, weight_decay: float) -> None:
     """One Adam step at step count ``step`` (1 for the first), in place on ``param``, ``exp_avg``
     and ``exp_avg_sq``, in the operations and order of torch's single-tensor Adam with decoupled
@@ -103,4 +103,34 @@ def adam_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, 
     step_size = lr / (1 - beta1**step)
     bias_correction2_sqrt = (1 - beta2**step) ** 0.5
     denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-    param.addcdiv_(exp_avg, denom, value=-step_size)
+    if isinstance(step_size, Tensor):  # a step counter the graph holds (fimkit.optim.traced)
+        param.add_(exp_avg * (-step_size).to(param.dtype) / denom)
+    else:
+        param.addcdiv_(exp_avg, denom, value=-step_size)
+
+
+def step_param(optimizer, p: Tensor, group: Group, grad_max: float | None) -> None:
+    """``optimizer``'s eager step of ``p`` with Adam: the same compute dtype, state dtype and
+    gradient unit as the chain's path (``fimkit.optim.chain``)."""
+    from .units import scaled
+
+    compute_dtype = torch.promote_types(p.dtype, torch.float32)
+    state = optimizer.state[p]
+    if not state:
+        state.update(init_state(p.detach(), optimizer._state_dtype(p, group)))
+    unit = optimizer._gradient_unit(state, grad_max, *optimizer._unit_rules(p, group))
+    grad = p.grad.to(compute_dtype)
+    if unit:  # eps then acts relative to the unit, as in the chain's Adam
+        grad = scaled(grad, -unit)
+    state["step"] += 1
+    moments = {key: state[key] if state[key].dtype == compute_dtype else state[key].to(compute_dtype)
+               for key in STATE_DEGREES}
+    weights = p.detach().to(compute_dtype)  # a view of p in float32 and wider, else a copy
+    adam_step(weights, grad, moments["exp_avg"], moments["exp_avg_sq"], int(state["step"]),
+              lr=learning_rate(group), betas=tuple(group["adam_betas"]), eps=group["adam_eps"],
+              weight_decay=group["adam_weight_decay"])
+    for key, value in moments.items():
+        if value is not state[key]:
+            state[key].copy_(value)
+    if weights.untyped_storage().data_ptr() != p.untyped_storage().data_ptr():
+        p.copy_(weights)

@@ -7,7 +7,8 @@ to a new one; the last block turns the direction into the signed parameter chang
 rate, relative step size...). :class:`ChainOptimizer` does everything else once, for every
 optimizer: validation with errors that name the parameter, the matrix view of a tensor,
 transposing tall matrices to the short side, state dtype, the non-finite guard (one host sync
-per param group and step, none per parameter), decoupled weight decay, closures, a
+per param group and step, none per parameter), decoupled weight decay, closures, a step that
+``torch.compile`` traces without graph breaks (:mod:`fimkit.optim.traced`), a
 ``load_state_dict`` that keeps the saved state dtypes and fills hyperparameters that older
 checkpoints lack, and, for matrix-only optimizers, the built-in Adam of every tensor that is not
 a matrix (:mod:`fimkit.optim.builtin_adam`).
@@ -19,18 +20,15 @@ for ``help()``, ``inspect`` and tools that build optimizers from keyword argumen
 
 from __future__ import annotations
 
-import inspect
-import math
-import warnings
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from . import builtin_adam, units
+from . import builtin_adam, guard, traced, units
 from .domains import BOOLEAN, NON_NEGATIVE, STATE_DTYPE, check_group, choice
 from .protocol import (  # noqa: F401 - re-exported: fimkit.optim.chain was their home
-    Block, Group, ScalarBlock, State, StateShape, is_refresh_step, matrix_shape, working_shape)
+    Block, Group, ScalarBlock, State, StateShape, init_with_signature, is_refresh_step, matrix_shape, working_shape)
 from .units import gradient_extremes
 
 #: the state dict key naming the class that owns each param group (checked on load)
@@ -41,6 +39,9 @@ def with_saved_classes(optimizer: torch.optim.Optimizer, state_dict: dict[str, A
     owner = getattr(optimizer, "group_owner", lambda group: optimizer)
     return {**state_dict, CLASSES_KEY: [type(owner(g)).__name__ for g in optimizer.param_groups]}
 
+
+#: attributes that copies and pickles keep (torch's ``__getstate__`` keeps none)
+KEPT_ATTRIBUTES = ("nonfinite_skips", "traceable_step")
 
 COMMON_HYPERPARAMETERS = {
     "lr": 1e-3,
@@ -68,6 +69,9 @@ class ChainOptimizer(torch.optim.Optimizer):
     #: True: the chain needs a 2-D weight; other tensors go to the built-in Adam (its
     #: hyperparameters ``non_matrix``, ``adam_lr``, ... are then part of the class's)
     matrix_only: ClassVar[bool] = True
+    #: None: the traceable step (:mod:`fimkit.optim.traced`) while torch.compile traces, else the
+    #: eager one; True: the traceable step always; False: the eager step always
+    traceable_step: bool | None = None
 
     @classmethod
     def common_hyperparameters(cls) -> dict[str, Any]:
@@ -100,7 +104,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             if not cls.domains[key].contains(value):
                 raise TypeError(f"{cls.__name__}: the default {key}={value!r} is not {cls.domains[key].description}")
         if "__init__" not in cls.__dict__:
-            cls.__init__ = _init_with_signature(cls)
+            cls.__init__ = init_with_signature(cls, ChainOptimizer.__init__)
         start = len(cls.blocks)
         while start > 0 and isinstance(cls.blocks[start - 1], ScalarBlock):
             start -= 1
@@ -123,32 +127,24 @@ class ChainOptimizer(torch.optim.Optimizer):
                      **hyperparameters: Any) -> dict[str, StateShape]:
         """``{state key: StateShape(shape, dtype)}`` this optimizer keeps for an ``m x n`` weight
         (the matrix view of any tensor, see :func:`matrix_shape`) of ``dtype`` with these
-        hyperparameters. Read from the optimizer's own state initialisation on the ``meta``
-        device, so it follows the code (transpose to the short side, ``state_dtype``, options
-        that add or drop state) and allocates nothing, whatever the size; the global random
-        generator is left as it was."""
-        with torch.random.fork_rng(devices=[]):
-            param = torch.nn.Parameter(torch.empty(m, n, dtype=dtype, device="meta"))
-            instance = cls([param], **hyperparameters)
-            group = instance.param_groups[0]
-            rows, cols, _ = working_shape(m, n, group["transpose_to_short_side"])
-            like = torch.empty(rows, cols, dtype=torch.promote_types(dtype, torch.float32), device="meta")
-            state = instance._init_state(rows, cols, like, group, instance._state_dtype(param, group))
-        return {key: StateShape(tuple(value.shape), value.dtype) for key, value in state.items()}
+        hyperparameters (:meth:`param_state_shapes` of that shape)."""
+        return cls.param_state_shapes((m, n), dtype=dtype, **hyperparameters)
 
     @classmethod
     def param_state_shapes(cls, shape: tuple[int, ...], *, dtype: torch.dtype = torch.float32,
                            **hyperparameters: Any) -> dict[str, StateShape]:
-        """:meth:`state_shapes` for a parameter of any ``shape``: that of its matrix view, or, for a
-        tensor that a matrix-only optimizer gives its built-in Adam, Adam's state. A tensor this
-        optimizer refuses (``non_matrix="raise"``) is a ``ValueError``."""
-        shape = tuple(shape)
-        if cls.matrix_only and len(shape) != 2:
-            group = {**cls.default_hyperparameters(), **hyperparameters}
-            if builtin_adam.takes_builtin_adam(shape, group):
-                state_dtype = group["state_dtype"] or torch.promote_types(dtype, torch.float32)
-                return builtin_adam.state_shapes(shape, state_dtype)
-        return cls.state_shapes(*matrix_shape(shape), dtype=dtype, **hyperparameters)
+        """The state this optimizer keeps for a parameter of any ``shape``: that of its matrix view,
+        or, for a tensor that a matrix-only optimizer gives its built-in Adam, Adam's. Read from
+        the optimizer's own state initialisation on the ``meta`` device, so it follows the code
+        (transpose to the short side, ``state_dtype``, options that add or drop state) and
+        allocates nothing, whatever the size; the global random generator is left as it was. A
+        tensor this optimizer refuses (``non_matrix="raise"``) is a ``ValueError``."""
+        with torch.random.fork_rng(devices=[]):
+            param = torch.nn.Parameter(torch.empty(tuple(shape), dtype=dtype, device="meta"))
+            param.grad = torch.empty_like(param)
+            instance = cls([param], **hyperparameters)
+            instance._fresh_state(param, instance.param_groups[0])
+        return {key: StateShape(tuple(value.shape), value.dtype) for key, value in instance.state[param].items()}
 
     def __init__(self, params, **hyperparameters):
         defaults = self.default_hyperparameters()
@@ -161,6 +157,15 @@ class ChainOptimizer(torch.optim.Optimizer):
         defaults.update(hyperparameters)
         super().__init__(params, defaults)
         self.nonfinite_skips = 0
+        self._trace_handle = traced.register(self, weak=True)
+
+    def __getstate__(self) -> dict[str, Any]:  # torch's keeps defaults, state and param_groups only
+        return {**super().__getstate__(), **{k: v for k, v in self.__dict__.items() if k in KEPT_ATTRIBUTES}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("nonfinite_skips", 0)
+        self._trace_handle = traced.register(self, weak=True)  # a copy is an optimizer of its own
 
     # ------------------------------------------------------------------------ validation
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -210,7 +215,6 @@ class ChainOptimizer(torch.optim.Optimizer):
             )
 
     # ------------------------------------------------------------------------------ step
-    @torch.no_grad()
     def step(self, closure=None, *, gradient_extremes: dict[Tensor, float] | None = None):
         """``gradient_extremes`` (``{param: max |grad|}``) are read by a container (the routed
         optimizer) for all its children at once, so that a step makes one host sync in all."""
@@ -218,35 +222,55 @@ class ChainOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            self._step_group(group, gradient_extremes)
+        grad_mode = torch.is_grad_enabled()  # the traceable step restores it if it raises
+        with torch.no_grad():
+            if traced.wanted(self):  # reads its own gradients' extremes, in the graph
+                traced.step(self, grad_mode)
+            else:
+                for group in self.param_groups:
+                    self._step_group(group, gradient_extremes)
         return loss
 
     def _step_group(self, group: Group, known: dict[Tensor, float] | None = None) -> None:
-        live = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
-        for index, p in live:
-            if p.grad.is_sparse:
-                raise ValueError(f"{type(self).__name__}: parameter {self._param_name(group, index)} "
-                                 f"has a sparse gradient, which fimkit optimizers do not support")
+        live = guard.live_params(self, group)
         if not live:
             return
-        missing = self.defaults.keys() - group.keys()
-        if missing:  # a group a container loaded from a checkpoint older than some hyperparameter
-            group.update({key: self.defaults[key] for key in missing})
         extremes = [None] * len(live)
         if group["on_nonfinite"] != "ignore":
             extremes = ([known[p] for _, p in live] if known is not None
                         else gradient_extremes([p.grad for _, p in live]))
         for (index, p), grad_max in zip(live, extremes):
-            if grad_max is not None and not math.isfinite(grad_max):
-                if group["on_nonfinite"] == "raise":
-                    raise FloatingPointError(f"{type(self).__name__}: non-finite gradient for "
-                                             f"parameter {self._param_name(group, index)}")
-                self.nonfinite_skips += 1
-                warnings.warn(f"{type(self).__name__}: skipped a non-finite gradient for parameter "
-                              f"{self._param_name(group, index)}; its state is unchanged", stacklevel=3)
-                continue
-            self._step_param(p, group, grad_max)
+            if guard.admit(self, group, index, grad_max):
+                self._step_param(p, group, grad_max)
+
+    def _init_group(self, group: Group) -> None:
+        """State for the group's parameters that have a gradient and no state yet (what their first
+        step makes). torch.compile runs an optimizer's ``_init_group`` eagerly while it traces,
+        so the traceable step calls this first and initialisation (seeds, warnings) is not traced."""
+        for p in group["params"]:
+            if p.grad is not None and not self.state[p]:
+                self._fresh_state(p, group)
+
+    def _fresh_state(self, p: Tensor, group: Group) -> None:
+        state_dtype = self._state_dtype(p, group)
+        if self._takes_builtin_adam(p, group):
+            self.state[p].update(builtin_adam.init_state(p.detach(), state_dtype))
+            return
+        m, n = matrix_shape(p.shape)
+        like = p.grad.reshape(m, n).to(torch.promote_types(p.dtype, torch.float32))
+        m, n, transposed = working_shape(m, n, group["transpose_to_short_side"])
+        self.state[p].update(self._init_state(m, n, like.mT if transposed else like, group, state_dtype))
+
+    def _takes_builtin_adam(self, p: Tensor, group: Group) -> bool:
+        return self.matrix_only and p.ndim != 2 and builtin_adam.takes_builtin_adam(p.shape, group)
+
+    def _unit_rules(self, p: Tensor, group: Group):
+        """``(limit, chain_units)`` of ``p``'s gradient unit (see :meth:`_gradient_unit`)."""
+        compute_dtype = torch.promote_types(p.dtype, torch.float32)
+        limit = min(units.comfort(compute_dtype), units.comfort(self._state_dtype(p, group)))
+        if self._takes_builtin_adam(p, group):
+            return limit, lambda: (builtin_adam.STATE_DEGREES, False)
+        return limit, lambda: self._units(group)[::2]
 
     def _state_dtype(self, p: Tensor, group: Group) -> torch.dtype:
         return group["state_dtype"] or torch.promote_types(p.dtype, torch.float32)
@@ -271,8 +295,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         return unit
 
     def _step_param(self, p: Tensor, group: Group, grad_max: float | None = None) -> None:
-        if self.matrix_only and p.ndim != 2 and builtin_adam.takes_builtin_adam(p.shape, group):
-            self._step_builtin_adam(p, group, grad_max)
+        if self._takes_builtin_adam(p, group):
+            builtin_adam.step_param(self, p, group, grad_max)
             return
         compute_dtype = torch.promote_types(p.dtype, torch.float32)
         m, n = matrix_shape(p.shape)
@@ -287,9 +311,8 @@ class ChainOptimizer(torch.optim.Optimizer):
 
         state = self.state[p]
         if not state:
-            state.update(self._init_state(m, n, grad, group, self._state_dtype(p, group)))
-        limit = min(units.comfort(compute_dtype), units.comfort(self._state_dtype(p, group)))
-        unit = self._gradient_unit(state, grad_max, limit, lambda: self._units(group)[::2])
+            self._fresh_state(p, group)
+        unit = self._gradient_unit(state, grad_max, *self._unit_rules(p, group))
         if unit:
             grad = units.scaled(grad, -unit)
         step = None
@@ -299,12 +322,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         working = {k: (v if k == "step" or v.dtype == compute_dtype or not v.is_floating_point()
                        else v.to(compute_dtype)) for k, v in state.items()}
 
-        update = grad
-        for block in self._body:
-            update = block(update, grad, param, working, group, step)
-        coefficient = 1.0
-        for block in self._scalar_tail:
-            coefficient = coefficient * block.factor(update, working, group, step)
+        update, coefficient = self._run_chain(grad, param, working, group, step)
         if unit and self._units(group)[1]:  # an update that is not scale-free: back to true units
             coefficient = coefficient * 2.0 ** (unit * self._units(group)[1])
 
@@ -320,31 +338,17 @@ class ChainOptimizer(torch.optim.Optimizer):
         if weights.untyped_storage().data_ptr() != p.untyped_storage().data_ptr():
             p.copy_(weights.reshape(p.shape))
 
-    def _step_builtin_adam(self, p: Tensor, group: Group, grad_max: float | None) -> None:
-        """Adam for a tensor that is not a matrix (``fimkit.optim.builtin_adam``): the same
-        compute dtype, state dtype and gradient unit as the chain's path."""
-        compute_dtype = torch.promote_types(p.dtype, torch.float32)
-        state_dtype = self._state_dtype(p, group)
-        state = self.state[p]
-        if not state:
-            state.update(builtin_adam.init_state(p.detach(), state_dtype))
-        limit = min(units.comfort(compute_dtype), units.comfort(state_dtype))
-        unit = self._gradient_unit(state, grad_max, limit, lambda: (builtin_adam.STATE_DEGREES, False))
-        grad = p.grad.to(compute_dtype)
-        if unit:  # eps then acts relative to the unit, as in the chain's Adam
-            grad = units.scaled(grad, -unit)
-        state["step"] += 1
-        moments = {key: state[key] if state[key].dtype == compute_dtype else state[key].to(compute_dtype)
-                   for key in builtin_adam.STATE_DEGREES}
-        weights = p.detach().to(compute_dtype)  # a view of p in float32 and wider, else a copy
-        builtin_adam.adam_step(weights, grad, moments["exp_avg"], moments["exp_avg_sq"], int(state["step"]),
-                               lr=builtin_adam.learning_rate(group), betas=tuple(group["adam_betas"]),
-                               eps=group["adam_eps"], weight_decay=group["adam_weight_decay"])
-        for key, value in moments.items():
-            if value is not state[key]:
-                state[key].copy_(value)
-        if weights.untyped_storage().data_ptr() != p.untyped_storage().data_ptr():
-            p.copy_(weights)
+    def _run_chain(self, grad: Tensor, param: Tensor, working: State, group: Group,
+                   step: int | Tensor | None) -> tuple[Tensor, float | Tensor]:
+        """``(direction, coefficient)``: the body's blocks applied to ``grad``, and the product of
+        the folded scalar tail's factors (the parameter change is ``coefficient * direction``)."""
+        update = grad
+        for block in self._body:
+            update = block(update, grad, param, working, group, step)
+        coefficient = 1.0
+        for block in self._scalar_tail:
+            coefficient = coefficient * block.factor(update, working, group, step)
+        return update, coefficient
 
     def _init_state(self, m: int, n: int, like: Tensor, group: Group, dtype: torch.dtype) -> State:
         state: State = {}
@@ -378,21 +382,3 @@ class ChainOptimizer(torch.optim.Optimizer):
         check_loadable(self, state_dict)
         super().load_state_dict(state_dict)
         restore_saved_state_dtypes(self, state_dict)
-
-
-def _init_with_signature(cls: type[ChainOptimizer]):
-    """An ``__init__`` whose signature lists ``cls``'s hyperparameters with their defaults."""
-
-    def __init__(self, params, **hyperparameters):
-        ChainOptimizer.__init__(self, params, **hyperparameters)
-
-    defaults = cls.default_hyperparameters()
-    order = ["lr"] + [k for k in cls.hyperparameters if k != "lr"] + [k for k in defaults if k not in cls.hyperparameters]
-    __init__.__signature__ = inspect.Signature(
-        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-         inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=defaults[k]) for k in dict.fromkeys(order)])
-    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
-    __init__.__doc__ = f"{cls.__name__} over ``params`` (tensors or param groups); every hyperparameter " \
-                       f"can be overridden per param group."
-    return __init__

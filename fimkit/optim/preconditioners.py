@@ -207,7 +207,7 @@ class CarriedStatePreconditioner(Preconditioner):
             stats[name] = state[f"fisher_{name}"].lerp_(sample, 1 - group["shampoo_beta"])
         carried = {k: state[f"fisher_{k}"] for k in structure.carried_shapes(m, n)}
         if is_refresh_step(step, group["precondition_frequency"], self.refresh_offset):
-            fresh = keep_on_failure(lambda: structure.refresh(stats, carried, grad, step), carried,
+            fresh = keep_on_failure(lambda: structure.refresh(stats, carried, grad, int(step)), carried,
                                     f"the refresh of step {step}")
             for name, value in fresh.items():
                 carried[name].copy_(value)
@@ -286,6 +286,8 @@ class RowColumnPreconditioner(Preconditioner):
         q.lerp_(q1, weight)
         s.lerp_(s1, weight)
         # (q s^T)^{-1/2} * X, computed in the G*G buffer when there is one (no new m x n tensor)
+        # (dynamo refuses an out= that is not contiguous, as G*G of a transposed G is)
+        scratch = None if torch.compiler.is_compiling() else scratch
         inverse_sqrt = row_column_inverse_sqrt(q, s, group["eps"], out=scratch)
         direction = inverse_sqrt.mul_(update) if inverse_sqrt.shape == update.shape else inverse_sqrt * update
         if "beta_power" in state:

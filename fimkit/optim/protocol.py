@@ -9,6 +9,7 @@ runs the blocks; nothing here knows about ``torch.optim``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, ClassVar, NamedTuple
 
@@ -117,3 +118,24 @@ class StateShape(NamedTuple):
 
     shape: tuple[int, ...]
     dtype: torch.dtype
+
+
+def init_with_signature(cls: type, base_init):
+    """An ``__init__`` (calling ``base_init``) whose signature lists ``cls``'s hyperparameters
+    (``cls.default_hyperparameters()``, ``cls.hyperparameters`` first) with their defaults, for
+    ``help()``, ``inspect`` and tools that build optimizers from keyword arguments."""
+
+    def __init__(self, params, **hyperparameters):
+        base_init(self, params, **hyperparameters)
+
+    defaults = cls.default_hyperparameters()
+    order = (["lr"] + [k for k in cls.hyperparameters if k != "lr"]
+             + [k for k in defaults if k not in cls.hyperparameters])
+    __init__.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+         inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=defaults[k]) for k in dict.fromkeys(order)])
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__.__doc__ = f"{cls.__name__} over ``params`` (tensors or param groups); every hyperparameter " \
+                       f"can be overridden per param group."
+    return __init__

@@ -3,6 +3,7 @@ the optimizer on the spot (an expression, ``derive(...)`` or ``module:attribute`
 spec so that ``--config`` and ``--resume`` rebuild it, and ``fimkit compare`` takes the same specs."""
 
 import json
+import sys
 import textwrap
 
 import pytest
@@ -37,8 +38,8 @@ def cache(tmp_path_factory):
 
 @pytest.fixture
 def user_module(tmp_path, monkeypatch):
-    """A user's module ``my_structures`` with a Structure instance, a Structure class and an optimizer."""
-    (tmp_path / "my_structures.py").write_text(textwrap.dedent("""
+    """A user's module ``cli_spec_structures`` with a Structure instance, a Structure class and an optimizer."""
+    (tmp_path / "cli_spec_structures.py").write_text(textwrap.dedent("""
         from dataclasses import dataclass
         import torch
         from fimkit.structures import DiagonalFactor, Full, Identity, Kronecker
@@ -54,7 +55,8 @@ def user_module(tmp_path, monkeypatch):
             pass
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    return "my_structures"
+    yield "cli_spec_structures"
+    sys.modules.pop("cli_spec_structures", None)  # the next test's module of this name is another file
 
 
 def forget_specs():

@@ -22,8 +22,8 @@ from .optim.registry import get_optimizer
 from .optim.builtin_adam import DOMAINS as BUILTIN_ADAM_DOMAINS
 from .optim.domains import NON_NEGATIVE
 from .optim.chain import matrix_shape
-from .optim.routed import (NONFINITE_POLICIES, RoutedOptimizer, make_viewing_matrices, register_release,
-                           views_in, views_matrices)
+from .optim.matrix_views import make_viewing_matrices, views_in, views_matrices
+from .optim.routed import NONFINITE_POLICIES, RoutedOptimizer, register_release
 
 #: names of output heads (the last linear layer of a language model)
 LM_HEAD_PATTERN = r"(^|\.)(lm_head|output|head)\.weight$"

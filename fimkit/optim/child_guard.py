@@ -1,0 +1,61 @@
+"""The non-finite policy for the children of a routed optimizer that are torch optimizers (the
+Adam of embeddings, norms and biases), which have none of their own: a parameter with a
+non-finite gradient is hidden from the child for that step, so its value and state stay."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+
+import torch
+
+from .chain import ChainOptimizer
+from .matrix_views import matrix_views
+from .units import gradient_extremes
+
+
+def guarded_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Parameters with a dense gradient whose group's policy is not ``"ignore"``."""
+    return [p for g in optimizer.param_groups if g.get("on_nonfinite", "skip") != "ignore"
+            for p in g["params"] if p.grad is not None and not p.grad.is_sparse]
+
+
+@contextlib.contextmanager
+def nonfinite_hidden(optimizer: torch.optim.Optimizer, extremes: dict[torch.Tensor, float]):
+    """Apply each group's non-finite policy to a torch optimizer's step: ``"raise"`` raises
+    ``FloatingPointError`` naming the parameter, ``"skip"`` sets its gradient aside for the step
+    (torch optimizers skip a parameter without gradient, leaving its value and state), warns and
+    counts it in ``optimizer.nonfinite_skips``."""
+    hidden = []
+    for group in optimizer.param_groups:
+        names = group.get("param_names") or []
+        for index, p in enumerate(group["params"]):
+            if p.grad is None or math.isfinite(extremes.get(p, 0.0)):
+                continue
+            name = repr(names[index]) if index < len(names) else f"{index} of its group"
+            if group.get("on_nonfinite", "skip") == "raise":
+                raise FloatingPointError(f"{type(optimizer).__name__}: non-finite gradient for parameter {name}")
+            warnings.warn(f"{type(optimizer).__name__}: skipped a non-finite gradient for parameter {name}; its "
+                          f"state is unchanged", stacklevel=4)
+            hidden.append((p, p.grad))
+            p.grad = None
+    optimizer.nonfinite_skips = getattr(optimizer, "nonfinite_skips", 0) + len(hidden)
+    try:
+        yield
+    finally:
+        for p, grad in hidden:
+            p.grad = grad
+
+
+def guarded_step(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.step()`` under the non-finite policy, reading its own gradients' extremes (one
+    sync): for a torch optimizer stepped alone (layer-wise gradient release)."""
+    if isinstance(optimizer, ChainOptimizer):
+        with matrix_views(optimizer):
+            optimizer.step()
+        return
+    guarded = guarded_parameters(optimizer)
+    extremes = dict(zip(guarded, gradient_extremes([p.grad for p in guarded]))) if guarded else {}
+    with nonfinite_hidden(optimizer, extremes):
+        optimizer.step()

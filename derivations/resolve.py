@@ -9,7 +9,10 @@ takes a ``Structure`` instance, or a ``Structure`` class it instantiates without
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib
+import os
+import sys
 
 import fimkit.structures as structures
 
@@ -95,18 +98,31 @@ def _build(node):
                      f"{', '.join(sorted(names))} with constant arguments")
 
 
-def from_module_attribute(target: str):
+def import_attribute(target: str):
+    """The object ``module:attribute`` names (the working directory importable, as with
+    ``python -m``); a ValueError saying what is missing, with the closest name."""
     module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"expected 'module:attribute', got {target!r}")
+    if not module_name or not attribute or not all(p.isidentifier() for p in (*module_name.split("."),
+                                                                              *attribute.split("."))):
+        raise ValueError(f"expected 'module:attribute' such as 'my_package.module:MyStructure', got {target!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # as `python -m` does: the user's module next to their runs
     try:
         obj = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"cannot import module {module_name!r}: {exc}") from None
     for part in attribute.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"{module_name!r} has no attribute {attribute!r}")
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            close = difflib.get_close_matches(part, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"module {module_name!r} has no attribute {attribute!r}{hint}")
         obj = getattr(obj, part)
+    return obj
+
+
+def from_module_attribute(target: str):
+    obj = import_attribute(target)
     if isinstance(obj, type) and issubclass(obj, structures.Structure):
         try:
             obj = obj()

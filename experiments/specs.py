@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import ast
 import difflib
-import importlib
 import inspect
-import os
 import re
-import sys
 from typing import Any
 
 import torch
@@ -86,11 +83,11 @@ def ensure_registered(text: str) -> str:
 
 def optimizer_from_spec(text: str) -> type[torch.optim.Optimizer]:
     """The optimizer class ``text`` names (see the module docstring)."""
-    from derivations.resolve import resolve
+    from derivations.resolve import import_attribute, resolve
 
     try:
         if ":" in text and "(" not in text:
-            target = _import_attribute(text)
+            target = import_attribute(text)
             if isinstance(target, type) and issubclass(target, torch.optim.Optimizer):
                 return _with_default_hyperparameters(target)
             return _derive(resolve(text), {}, text)
@@ -132,27 +129,6 @@ def _derive(structure: Structure, options: dict[str, Any], text: str) -> type[to
         return fimkit.derive(structure, **options)
     except TypeError as exc:
         raise ValueError(" ".join(str(exc).split())) from None
-
-
-def _import_attribute(target: str):
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute or not all(p.isidentifier() for p in (*module_name.split("."),
-                                                                              *attribute.split("."))):
-        raise ValueError(f"expected 'module:attribute' such as 'my_package.module:MyStructure', got {target!r}")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())  # as `python -m` does: the user's module next to their runs
-    try:
-        obj = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import module {module_name!r}: {exc}") from None
-    for part in attribute.split("."):
-        if not hasattr(obj, part):
-            names = [n for n in dir(obj) if not n.startswith("_")]
-            close = difflib.get_close_matches(part, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"module {module_name!r} has no attribute {attribute!r}{hint}")
-        obj = getattr(obj, part)
-    return obj
 
 
 _JSON_SCALARS = (bool, int, float, str, type(None))

@@ -11,20 +11,9 @@ import torch
 from torch import nn
 
 import fimkit
+from routed_fixture import Tiny
 
 HPARAMS = {"alice": {"rank": 2, "leading": 1, "update_interval": 2}, "racs": {}, "soap": {}, "adam": {}}
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv1d(2, 3, kernel_size=3)
-        self.hidden = nn.Linear(12, 8)
-        self.norm = nn.LayerNorm(8)
-        self.out = nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.out(self.norm(torch.tanh(self.hidden(self.conv(x).flatten(1)))))
 
 
 def build(name, seed=0):

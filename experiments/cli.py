@@ -17,8 +17,8 @@ from experiments.config import (
     TrainConfig,
     add_config_arguments,
     config_from_args,
-    load_config,
 )
+from experiments.config_files import load_config
 from experiments.metrics import CONFIG
 from experiments.presets import PRESETS
 

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from experiments.atomic import atomic_path, write_text_atomic
 from experiments.checkpoint import CHECKPOINT, load_checkpoint
 from experiments.cli import USER_ERRORS
-from experiments.config import TrainConfig, add_config_arguments, config_from_args, load_config
+from experiments.config import TrainConfig, add_config_arguments, config_from_args
+from experiments.config_files import load_config
 from experiments.metrics import CONFIG
 from experiments.model import LLaMA, ModelConfig
 from experiments.optimizers import default_hparams

@@ -40,7 +40,8 @@ from experiments.checkpoint import (
     save_checkpoint,
     save_sharded_checkpoint,
 )
-from experiments.config import TrainConfig, to_toml
+from experiments.config import TrainConfig
+from experiments.config_files import to_toml
 from experiments.data import DataSpec, prepare
 from experiments.data.provenance import check_corpus, corpus_record, recorded_corpus
 from experiments.data.location import resolve_cache

@@ -12,7 +12,8 @@ import torch
 
 import fimkit
 from experiments.cli import train_command
-from experiments.config import TrainConfig, load_config
+from experiments.config import TrainConfig
+from experiments.config_files import load_config
 from fimkit.optim import registered
 from fimkit.structures import Diagonal, ParamSpec, RowColumn, Structure
 

@@ -11,7 +11,8 @@ import pytest
 
 import experiments.train as train_module
 from experiments.cli import data_command, train_command
-from experiments.config import TrainConfig, load_config, to_toml
+from experiments.config import TrainConfig
+from experiments.config_files import load_config, to_toml
 from experiments.data.location import CACHE_ENV
 from experiments.metrics import MetricsLog
 from experiments.reproduce.protocol import get_protocol
@@ -108,7 +109,7 @@ def test_set_overrides_the_config_file_and_flags_override_set(tmp_path, monkeypa
 
 
 def test_set_reads_toml_values_and_bare_strings():
-    from experiments.config import apply_setting
+    from experiments.config_files import apply_setting
 
     values = TrainConfig().to_dict()
     for setting in ("run.compile=true", "data.data=['a.txt', 'b.txt']", "optimizer.optimizer=derive(RowColumn())",

@@ -12,7 +12,8 @@ import torch
 import experiments.specs as specs
 from experiments.cli import train_command
 from experiments.compare import parse_spec, run_dir_name, split_spec
-from experiments.config import TrainConfig, load_config
+from experiments.config import TrainConfig
+from experiments.config_files import load_config
 from experiments.metrics import MetricsLog
 from experiments.train import train
 from experiment_helpers import micro_config

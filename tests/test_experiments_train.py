@@ -8,7 +8,7 @@ import torch
 
 from experiments.checkpoint import CHECKPOINT, load_checkpoint
 from experiments.cli import train_command
-from experiments.config import load_config
+from experiments.config_files import load_config
 from experiments.metrics import MetricsLog
 from experiments.model import LLaMA
 from experiment_helpers import MICRO, micro_config

@@ -169,7 +169,8 @@ class TrainConfig:
         c.vocab_size = c.vocab_size or preset.model.vocab_size
         c.data_seed = c.seed if c.data_seed is None else c.data_seed
         paper = default_hparams(c.optimizer, preset, c.steps)
-        check_hparams(c.optimizer, c.hparams, valid=paper)
+        # the routed optimizer's non-finite policy covers every optimizer, torch's Adam included
+        check_hparams(c.optimizer, c.hparams, valid={"on_nonfinite": "skip", **paper})
         c.hparams = {**{k: v for k, v in paper.items() if k != "lr"}, **c.hparams}
         c.lr = paper.get("lr", 1e-3) if c.lr is None else c.lr
         c.out = c.out or f"runs/{c.preset}-{slug(c.optimizer)}"

@@ -247,3 +247,9 @@ def test_data_where_prints_the_resolved_cache_directory(tmp_path, monkeypatch, c
 def test_data_where_follows_cache(tmp_path, capsys):
     assert data_command(["--where", "--cache", str(tmp_path / "given")]) == 0
     assert capsys.readouterr().out.splitlines()[0] == str(tmp_path / "given")
+
+
+def test_the_non_finite_policy_is_an_option_of_every_optimizer_adam_included():
+    for optimizer in ("adam", "racs"):
+        cfg = TrainConfig(preset="micro", optimizer=optimizer, hparams={"on_nonfinite": "raise"}).resolve()
+        assert cfg.hparams["on_nonfinite"] == "raise"

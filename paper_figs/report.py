@@ -129,14 +129,16 @@ def _claims(runs: Runs) -> list[claims.Claim]:
     tuned = {r.spec.optimizer if r.label != NAMES["per_role_adam"] else "per_role": r for r in tuned_rows(runs)
              if r.seeds == len(runs.protocol.seeds)}
     alice = tuned.get("alice")
+    # one run's seed-to-seed spread: the largest std of the finished tuned rows
+    noise = max((r.finals.std for r in tuned.values() if r.finals), default=None) or None
     found = [
         claims.beats_adam_claim("Alice", alice.finals if alice else None, tuned["adam"].finals if "adam" in tuned else None),
         claims.beats_adam_claim("RACS", tuned["racs"].finals if "racs" in tuned else None,
                                 tuned["adam"].finals if "adam" in tuned else None),
         claims.ordering_claim(paper),
-        claims.table5_claim(table5),
+        claims.table5_claim(table5, noise),
         claims.speedup_claim(alice.speedup if alice else None, alice.not_reached if alice else 0),
-        claims.ema_claim(*(runs.final(fig5e[k]) if k in fig5e else None for k in ("RACS (EMA)", "RACS without EMA"))),
+        claims.ema_claim(*(runs.final(fig5e[k]) if k in fig5e else None for k in ("RACS (EMA)", "RACS without EMA")), noise),
         claims.memory_claim(table3.max_deviation(), reading_gb=table3.max_deviation(table3.TRACKING_IN_FP32)),
         claims.fig6_claim(mean_similarity(runs)),
     ]

@@ -120,3 +120,14 @@ def test_report_lists_every_claim_with_a_verdict(runs, tmp_path):
     text = write_report(runs, tmp_path / PROTOCOL.name, tmp_path / "REPORT.md").read_text()
     assert text.count("| **holds** |") >= 4
     assert "130M ordering" in text and "Adam-group learning rate" in text and "revision" in text
+
+
+def test_an_ema_difference_below_the_seed_spread_is_within_noise():
+    assert claims.ema_claim(4.045, 4.048, noise=0.035).verdict == "within noise"
+    assert claims.ema_claim(4.0, 4.1, noise=0.035).verdict == "holds"
+
+
+def test_a_table5_ordering_with_steps_below_the_seed_spread_holds_only_in_part():
+    finals = {"+compensation (Alice)": 4.2, "+tracking +switching": 4.465, "none": 4.471, "+tracking": 4.484}
+    assert claims.table5_claim(finals, noise=0.035).verdict == "partly"
+    assert claims.table5_claim(finals).verdict == "holds"

@@ -191,10 +191,12 @@ def fsdp2_run(single, cache, tmp_path_factory):
 
 
 # ------------------------------------------------------------------------ equal to one process
+# FSDP2 with fimkit optimizers: pending the optimizer half of issue 13 (DTensor parameters)
+@pytest.mark.parametrize("parallel", ["ddp", pytest.param("fsdp2", marks=PENDING)])
 @pytest.mark.parametrize("optimizer", ["adam", "racs", "alice"])
-def test_ddp_on_two_processes_gives_the_single_process_weights_and_losses(single, cache, tmp_path, optimizer):
+def test_two_processes_give_the_single_process_weights_and_losses(single, cache, tmp_path, optimizer, parallel):
     one = single(optimizer)
-    cfg = config(tmp_path, cache, optimizer=optimizer, parallel="ddp")
+    cfg = config(tmp_path, cache, optimizer=optimizer, parallel=parallel)
     on_ranks(cfg)
     assert relative_error(weights(cfg.out), weights(one.out)) <= TOLERANCE
     assert loss_error(losses(cfg.out), losses(one.out)) <= TOLERANCE
@@ -204,16 +206,6 @@ def test_fsdp2_on_two_processes_gives_the_single_process_weights_and_losses(sing
     one = single("torch_adam")
     assert relative_error(weights(fsdp2_run.out), weights(one.out)) <= TOLERANCE
     assert loss_error(losses(fsdp2_run.out), losses(one.out)) <= TOLERANCE
-
-
-@PENDING
-@pytest.mark.parametrize("optimizer", ["adam", "racs", "alice"])
-def test_fsdp2_with_fimkit_optimizers_gives_the_single_process_weights(single, cache, tmp_path, optimizer):
-    one = single(optimizer)
-    cfg = config(tmp_path, cache, optimizer=optimizer, parallel="fsdp2")
-    on_ranks(cfg)
-    assert relative_error(weights(cfg.out), weights(one.out)) <= TOLERANCE
-    assert loss_error(losses(cfg.out), losses(one.out)) <= TOLERANCE
 
 
 # ------------------------------------------------------------------------------- checkpoints

@@ -141,6 +141,7 @@ def _claims(runs: Runs) -> list[claims.Claim]:
         claims.ema_claim(*(runs.final(fig5e[k]) if k in fig5e else None for k in ("RACS (EMA)", "RACS without EMA")), noise),
         claims.memory_claim(table3.max_deviation(), reading_gb=table3.max_deviation(table3.TRACKING_IN_FP32)),
         claims.fig6_claim(mean_similarity(runs)),
+        claims.throughput_claim({n: rel for n, _, rel, _, _ in throughput_table(runs)}),
     ]
     return found
 

@@ -112,6 +112,13 @@ def test_speedup_ema_fig6_and_memory_claims_fail_on_contrary_numbers():
     assert claims.beats_adam_claim("Alice", Spread.of([4.6, 4.7]), Spread.of([4.5, 4.55])).verdict == "does not hold"
 
 
+def test_throughput_claim_fails_when_a_candidate_is_much_slower_than_adam():
+    assert claims.throughput_claim({"alice": 0.96, "racs": 0.99}).verdict == "holds"
+    assert claims.throughput_claim({"alice": 0.96, "racs": 0.80}).verdict == "partly"
+    assert claims.throughput_claim({"alice": 0.5, "racs": 0.5}).verdict == "does not hold"
+    assert claims.throughput_claim({"racs": 1.0}).verdict == "pending"
+
+
 def test_a_claim_without_its_runs_is_pending():
     assert claims.ordering_claim({"alice": 4.0}).verdict == "pending"
 

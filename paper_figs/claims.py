@@ -133,7 +133,7 @@ def fig6_claim(similarity: dict[str, float]) -> Claim:
     off = next((v for k, v in similarity.items() if "tracking off" in k), None)
     if on is None or off is None:
         return pending("Fig 6", FIG6_TEXT, "higher similarity with tracking", "the Alice and Alice-0 runs")
-    ours = f"mean |cos| {on:.3f} with tracking, {off:.3f} without"
+    ours = f"mean \\|cos\\| {on:.3f} with tracking, {off:.3f} without"  # escaped pipes keep the Markdown cell whole
     return Claim("Fig 6", FIG6_TEXT, "higher similarity with tracking", ours, "holds" if on > off else "does not hold")
 
 

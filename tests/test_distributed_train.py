@@ -5,9 +5,10 @@ rank 0 alone writes; a non-finite gradient on one rank makes every rank skip the
 Every oracle is the same run in one process. Processes are spawned with torchrun's environment
 (``experiments.distributed.launch`` does the same for ``fimkit train --nproc``).
 
-FSDP2 with fimkit's optimizers needs them to take DTensor parameters (issue 13's optimizer half):
-until then those tests are expected failures, and the FSDP2 tests of this layer (sharding,
-checkpoints, resharding) train with torch's Adam, patched in for ``experiments.optimizers.build``.
+FSDP2 trains with fimkit's optimizers (their DTensor step is ``fimkit.optim.sharded``; every
+registered optimizer is checked on its own in ``tests/test_dtensor_optimizers.py``); the tests of
+this layer's sharding, checkpoints and resharding train with torch's Adam, patched in for
+``experiments.optimizers.build``, so that they check the layer alone.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from experiments.train import train
 from experiment_helpers import micro_config
 
 ROOT = Path(__file__).resolve().parents[1]
-PENDING = pytest.mark.xfail(strict=False, reason="fimkit optimizers on DTensor: issue 13 optimizer half")
 #: relative error allowed against one process (only the order of floating-point sums differs)
 TOLERANCE = 1e-5
 #: 10 steps of the micro preset, a switch of Alice's subspace every 3 (so several happen)
@@ -191,8 +191,7 @@ def fsdp2_run(single, cache, tmp_path_factory):
 
 
 # ------------------------------------------------------------------------ equal to one process
-# FSDP2 with fimkit optimizers: pending the optimizer half of issue 13 (DTensor parameters)
-@pytest.mark.parametrize("parallel", ["ddp", pytest.param("fsdp2", marks=PENDING)])
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp2"])
 @pytest.mark.parametrize("optimizer", ["adam", "racs", "alice"])
 def test_two_processes_give_the_single_process_weights_and_losses(single, cache, tmp_path, optimizer, parallel):
     one = single(optimizer)
@@ -306,7 +305,7 @@ def test_torchrun_runs_experiments_train_directly(single, cache, tmp_path):
 
 # ---------------------------------------------------------------------- non-finite gradients
 @pytest.mark.filterwarnings("ignore:.*skipped a non-finite gradient")
-@pytest.mark.parametrize("parallel, optimizer", [("ddp", "racs"), pytest.param("fsdp2", "adam", marks=PENDING)])
+@pytest.mark.parametrize("parallel, optimizer", [("ddp", "racs"), ("fsdp2", "adam"), ("fsdp2", "alice")])
 def test_a_non_finite_gradient_on_one_rank_makes_every_rank_skip_the_same_step(cache, tmp_path, monkeypatch,
                                                                               parallel, optimizer):
     # rank 1 alone gets an infinite gradient at step 3; one process gets it on its whole batch

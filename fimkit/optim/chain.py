@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from . import builtin_adam, guard, traced, units
+from . import builtin_adam, guard, sharded, traced, units
 from .domains import BOOLEAN, NON_NEGATIVE, STATE_DTYPE, check_group, choice
 from .protocol import (  # noqa: F401 - re-exported: fimkit.optim.chain was their home
     Block, Group, ScalarBlock, State, StateShape, init_with_signature, is_refresh_step, matrix_shape, working_shape)
@@ -224,12 +224,20 @@ class ChainOptimizer(torch.optim.Optimizer):
                 loss = closure()
         grad_mode = torch.is_grad_enabled()  # the traceable step restores it if it raises
         with torch.no_grad():
-            if traced.wanted(self):  # reads its own gradients' extremes, in the graph
+            if traced.wanted(self) and not self._takes_eager_step():  # reads its own extremes, in the graph
                 traced.step(self, grad_mode)
             else:
                 for group in self.param_groups:
                     self._step_group(group, gradient_extremes)
         return loss
+
+    def _takes_eager_step(self) -> bool:
+        """DTensor parameters take the eager step, also under torch.compile (fimkit.optim.sharded)."""
+        if not sharded.holds_dtensor(self):
+            return False
+        if self.traceable_step:
+            sharded.refuse_traceable(self)
+        return True
 
     def _step_group(self, group: Group, known: dict[Tensor, float] | None = None) -> None:
         live = guard.live_params(self, group)
@@ -295,6 +303,9 @@ class ChainOptimizer(torch.optim.Optimizer):
         return unit
 
     def _step_param(self, p: Tensor, group: Group, grad_max: float | None = None) -> None:
+        if sharded.is_dtensor(p):  # the same step on the whole weight and gradient, gathered
+            sharded.step_gathered(self._step_param, self.state, p, group, grad_max)
+            return
         if self._takes_builtin_adam(p, group):
             builtin_adam.step_param(self, p, group, grad_max)
             return

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .chain import CLASSES_KEY, ChainOptimizer
+from .sharded import extremes, is_dtensor
 from .units import UNIT_KEY
 
 
@@ -71,11 +72,16 @@ def check_loadable(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any])
                 raise ValueError(f"{label} has shape {tuple(value.shape)}, expected {expected[key]} (a state saved "
                                  f"for another parameter, e.g. a transposed one?)")
             if value.is_floating_point() and value.numel():
-                checked.append(torch.stack(torch.aminmax(value.detach())).double().cpu())
+                checked.append(value.detach())
                 where.append(label)
     if checked:  # one sync for every tensor
-        for label, (low, high) in zip(where, torch.stack(checked).tolist()):
-            if not (math.isfinite(low) and math.isfinite(high)):
+        if any(is_dtensor(value) for value in checked):  # sharded state: every rank decides alike
+            finite = [math.isfinite(x) for x in extremes(checked)]
+        else:
+            finite = [math.isfinite(low) and math.isfinite(high) for low, high in
+                      torch.stack([torch.stack(torch.aminmax(value)).double().cpu() for value in checked]).tolist()]
+        for label, ok in zip(where, finite):
+            if not ok:
                 raise ValueError(f"{label} is not finite (NaN or infinity); the checkpoint is damaged or was "
                                  f"saved after a divergence")
 

@@ -32,6 +32,8 @@ import math
 import torch
 from torch import Tensor
 
+from .sharded import extremes, is_dtensor
+
 #: the state key of the unit's exponent (absent: 0, the ordinary case)
 UNIT_KEY = "grad_unit"
 #: a state tensor is rescaled in steps of at most 2^CHUNK (a float32 scalar holds 2^127 at most)
@@ -135,6 +137,8 @@ def gradient_extremes(grads: list[Tensor]) -> list[float]:
     where ``isfinite(G).all()`` makes four passes and ``sum(dtype=float64)`` copies G to float64
     first (each costs ~40% of a RACS step on CPU).
     """
+    if any(is_dtensor(g) for g in grads):  # reduced over the ranks: every rank decides alike
+        return extremes(grads)
     wide = torch.float32 if grads[0].device.type == "mps" else torch.float64  # no float64 on mps
     pairs = torch.stack([torch.stack(torch.aminmax(g)).to(wide) if g.numel() else g.new_zeros(2, dtype=wide)
                          for g in grads]).tolist()

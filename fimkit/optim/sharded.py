@@ -1,0 +1,142 @@
+"""DTensor parameters (FSDP2's ``fully_shard``): every fimkit optimizer computes exactly what it
+computes on one process (issue 13).
+
+**Strategy: gather, compute replicated, keep the local shard.** For a parameter that is a
+``DTensor``, :func:`step_gathered` all-gathers the whole gradient and the whole weight
+(``full_tensor()``), runs the optimizer's unchanged step on these plain tensors, and copies this
+rank's shard of the new weight back into the parameter's local tensor. Every rank runs the same
+arithmetic on the same numbers, so:
+
+- the result is the one-process result for the same gradient, for every optimizer (a matrix
+  algorithm needs the whole matrix: RACS's fixed point, Alice's and GaLore's eigendecompositions
+  and QR, Shampoo's roots, Muon's Newton-Schulz, SinkGD's balancing; a row or column statistic
+  needs every row or column);
+- the state is a set of plain tensors, identical on every rank (``torch.distributed.checkpoint``
+  saves one copy of a replicated tensor and loads it on any number of ranks);
+- randomness is identical: Alice's switch draws come from a generator seeded by ``(seed, step)``
+  (:mod:`fimkit.lowrank.switching`), the seed from the global generator, which every rank seeds
+  alike;
+- the non-finite guard decides alike on every rank: :func:`extremes` reduces each gradient's
+  ``max |G|`` (``inf`` for a NaN or an infinity) with a MAX all-reduce over the mesh, so a NaN in
+  one rank's shard makes every rank skip that parameter.
+
+**Cost.** Communication per step and parameter: an all-gather of G and of W (each the size of
+the parameter), plus one all-reduce of two numbers per parameter for the guard (one collective
+for all of them). Memory per rank: the whole optimizer state (it is replicated, not sharded) and,
+transiently, one whole G and W. Sharding the state would need each matrix's factorisation owned
+by one rank (round-robin, results scattered back) and partial-sum reductions for the row/column
+statistics of RACS and Adafactor; this module is the exact baseline such a scheme is tested
+against.
+
+``torch.compile`` of a step over DTensor parameters takes the eager step (graph breaks and all);
+``traceable_step=True`` with DTensor parameters is a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def _dtensor_class() -> type | None:
+    """``DTensor``, or None while ``torch.distributed.tensor`` is not imported (then no tensor is
+    one, and a process that never shards pays no import and registers nothing)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
+
+
+def is_dtensor(tensor: Any) -> bool:
+    cls = _dtensor_class()
+    return cls is not None and isinstance(tensor, cls)
+
+
+def holds_dtensor(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether any parameter of ``optimizer`` is a DTensor."""
+    cls = _dtensor_class()
+    return cls is not None and any(isinstance(p, cls) for g in optimizer.param_groups for p in g["params"])
+
+
+def refuse_traceable(optimizer: torch.optim.Optimizer) -> None:
+    """The traceable step keeps every tensor in one graph and reads gradients in a host operator,
+    which a DTensor's collectives do not fit: say so instead of failing inside the graph."""
+    raise ValueError(f"{type(optimizer).__name__}: traceable_step=True does not take DTensor parameters "
+                     f"(FSDP2's fully_shard); leave traceable_step=None (the eager step, also under "
+                     f"torch.compile) or False")
+
+
+# ------------------------------------------------------------------------- the guard
+def extremes(tensors: list[Tensor]) -> list[float]:
+    """``max |x|`` of every tensor, whole (over every rank's shard for a DTensor), ``inf`` for one
+    with a NaN or an infinity, with one host sync for all: the non-finite guard's numbers, the
+    same on every rank. Every rank of each DTensor's mesh must call it with the same list."""
+    wide = torch.float64 if tensors[0].device.type != "mps" else torch.float32  # no float64 on mps
+    rows = [_local_pair(t, wide) for t in tensors]
+    # Non-finite entries become inf before the reduction: MAX over NaN is not portable, over inf it is.
+    by_mesh: dict[int, list[int]] = {}
+    for index, t in enumerate(tensors):
+        if is_dtensor(t):
+            by_mesh.setdefault(id(t.device_mesh), []).append(index)
+    for indices in by_mesh.values():
+        mesh = tensors[indices[0]].device_mesh
+        block = torch.stack([rows[i] for i in indices])
+        block = torch.where(block.isfinite(), block, torch.full_like(block, math.inf))
+        for dim in range(mesh.ndim):  # Shard or Replicate on each mesh dimension: MAX is right for both
+            torch.distributed.all_reduce(block, op=torch.distributed.ReduceOp.MAX, group=mesh.get_group(dim))
+        for row, i in enumerate(indices):
+            rows[i] = block[row]
+    pairs = torch.stack(rows).tolist()
+    return [max(low, high) if math.isfinite(low) and math.isfinite(high) else math.inf for low, high in pairs]
+
+
+def _local_pair(t: Tensor, wide: torch.dtype) -> Tensor:
+    """``(-min, max)`` of this rank's part of ``t`` (zeros when it holds none)."""
+    if is_dtensor(t):
+        t = _reduced(t).to_local()
+    if not t.numel():
+        return t.new_zeros(2, dtype=wide)
+    low, high = torch.aminmax(t.detach())
+    return torch.stack((-low, high)).to(wide)
+
+
+def _reduced(t):
+    """``t`` with any pending (``Partial``) sum carried out, so that its local parts are entries."""
+    from torch.distributed.tensor import Replicate
+
+    if not any(p.is_partial() for p in t.placements):
+        return t
+    return t.redistribute(t.device_mesh, [Replicate() if p.is_partial() else p for p in t.placements])
+
+
+# -------------------------------------------------------------------------- the step
+def step_gathered(step_param, state: dict, p: Tensor, group: dict, grad_max: float | None) -> None:
+    """One step of the DTensor parameter ``p``: ``step_param(proxy, group, grad_max)`` (the
+    optimizer's own step of a plain parameter) on a plain ``proxy`` holding the whole weight and
+    gradient, whose state is ``p``'s own (``state``, the optimizer's ``state`` mapping; the same
+    dict object, so what the step creates or changes is ``p``'s). Then this rank's shard of the
+    new weight goes back into ``p``."""
+    proxy = p.detach().full_tensor()  # a plain tensor of its own: the step writes it in place
+    proxy.grad = _reduced(p.grad).full_tensor()
+    state[proxy] = state[p]
+    try:
+        step_param(proxy, group, grad_max)
+    finally:
+        del state[proxy]
+    local = p.detach().to_local()
+    local.copy_(local_shard(proxy, p))
+
+
+def local_shard(whole: Tensor, like) -> Tensor:
+    """This rank's part of the plain tensor ``whole``, laid out as the DTensor ``like`` (its mesh
+    and placements; no communication: every rank holds ``whole``)."""
+    from torch.distributed.tensor import distribute_tensor
+
+    shard = distribute_tensor(whole, like.device_mesh, like.placements, src_data_rank=None).to_local()
+    if shard.shape != like.to_local().shape:  # a layout distribute_tensor does not reproduce
+        raise RuntimeError(f"the local shard of a DTensor of shape {tuple(like.shape)} has shape "
+                           f"{tuple(like.to_local().shape)}, its placements {like.placements} give "
+                           f"{tuple(shard.shape)}")
+    return shard

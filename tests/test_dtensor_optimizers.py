@@ -1,0 +1,246 @@
+"""Every registered fimkit optimizer on DTensor parameters (FSDP2's ``fully_shard``) and under DDP,
+2 CPU processes with gloo (issue 13, the optimizer half; ``fimkit.optim.sharded``).
+
+Oracle: the same optimizer on the same model in one process, which every worker also runs (so
+each test spawns its processes once and loops over the optimizers inside them). The model has
+two matrices whose row counts (5 and 7) do not split evenly over 2 ranks, one of them tall (RACS,
+Muon... transpose it to the short side), and vectors (a bias, a norm's gain and bias) that
+matrix-only optimizers give their built-in Adam. Subspace optimizers switch every 3 steps and
+SOAP / Eigen-Adam refresh their bases every 3, so 10 steps include several switches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import fimkit  # noqa: F401 - registers every optimizer
+from experiments.distributed import free_port
+from fimkit.optim.registry import registered
+
+NAMES = sorted(registered())
+STEPS = 10
+#: relative error allowed against one process (gradients are averaged in another order)
+TOLERANCE = 1e-5
+SUBSPACE = {"rank": 2, "leading": 1, "update_interval": 3}
+SETTINGS = {"alice": SUBSPACE, "alice0": SUBSPACE, "galore": SUBSPACE, "fira": SUBSPACE, "apollo": SUBSPACE,
+            "apollo_mini": {**SUBSPACE, "rank": 1}, "soap": {"precondition_frequency": 3},
+            "eigen_adam": {"precondition_frequency": 3}}
+BATCH, POISON_STEP, SAVE_STEP = 8, 3, 4
+
+
+# ---------------------------------------------------------------------------- the problem
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up = nn.Linear(6, 5)  # 5 x 6: rows 3 + 2 on two ranks
+        self.norm = nn.LayerNorm(5)
+        self.down = nn.Linear(5, 7, bias=False)  # 7 x 5: tall
+
+    def forward(self, x):
+        return self.down(torch.tanh(self.norm(self.up(x))))
+
+
+def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1000 + step)
+    return torch.randn(BATCH, 6, generator=gen), torch.randn(BATCH, 7, generator=gen)
+
+
+def build(name: str, parallel: str, seed: int = 0):
+    """The model (wrapped for ``parallel``) and ``name``'s optimizer on it; the global generator
+    seeded alike for every run, so Alice's switch seed is drawn alike too."""
+    torch.manual_seed(seed)
+    model = Tiny()
+    module = model
+    if parallel == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        fully_shard(model.up)
+        fully_shard(model.down)
+        fully_shard(model)
+    elif parallel == "ddp":
+        module = nn.parallel.DistributedDataParallel(model)
+    torch.manual_seed(seed)
+    return model, module, registered()[name](model.parameters(), **SETTINGS.get(name, {}))
+
+
+def train(module, optimizer, steps: range, parallel: str, poison=None, micro_batches: int = 2) -> None:
+    """``steps`` of the global batch, whose gradient is the mean of its ``micro_batches`` halves'
+    mean gradients: each rank takes its half, one process accumulates both (then the two gradients
+    are the same sums; ``micro_batches=1``: one process takes the batch in one backward, whose sums
+    differ in rounding). ``poison(step)`` runs between backward and step."""
+    ranks = range(dist.get_rank(), dist.get_rank() + 1) if parallel != "none" else range(micro_batches)
+    for step in steps:
+        x, y = batch(step)
+        for part in ranks:
+            rows = slice(part * BATCH // micro_batches, (part + 1) * BATCH // micro_batches)
+            loss = nn.functional.mse_loss(module(x[rows]), y[rows])
+            (loss if parallel != "none" else loss / micro_batches).backward()
+        if poison is not None:
+            poison(step)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def whole(model) -> dict[str, torch.Tensor]:
+    """Every parameter, whole (a collective for DTensors)."""
+    return {k: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+            for k, p in model.named_parameters()}
+
+
+def relative_error(a: dict, b: dict) -> float:
+    return max(((a[k].double() - b[k].double()).norm() / b[k].double().norm().clamp_min(1e-30)).item() for k in a)
+
+
+def state_digest(optimizer) -> str:
+    """A hash of every state tensor (to check that the ranks hold the same state)."""
+    digest = hashlib.sha256()
+    for state in optimizer.state.values():
+        for key in sorted(state):
+            value = state[key]
+            if isinstance(value, torch.Tensor):
+                value = value.full_tensor() if hasattr(value, "full_tensor") else value
+                digest.update(key.encode() + value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def same_on_every_rank(value) -> bool:
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return all(v == values[0] for v in values)
+
+
+# -------------------------------------------------------------------------------- scenarios
+def equivalence(parallel: str, folder: Path) -> dict:
+    """Per optimizer: the relative error against one process after ``STEPS`` steps, and whether
+    every rank holds the same state."""
+    results = {}
+    for name in NAMES:
+        model, module, optimizer = build(name, "none")
+        train(module, optimizer, range(STEPS), "none")
+        oracle = whole(model)
+        model, module, optimizer = build(name, "none")
+        train(module, optimizer, range(STEPS), "none", micro_batches=1)
+        one_backward = whole(model)
+        model, module, optimizer = build(name, parallel)
+        train(module, optimizer, range(STEPS), parallel)
+        results[name] = {"error": relative_error(whole(model), oracle),
+                         "error_one_backward": relative_error(whole(model), one_backward),
+                         "same_state": same_on_every_rank(state_digest(optimizer))}
+    return results
+
+
+def nonfinite_on_one_rank(parallel: str, folder: Path) -> dict:
+    """Per optimizer: a NaN written into rank 1's shard of ``up.weight``'s reduced gradient at
+    step ``POISON_STEP``, against one process with the NaN in the same entry of the whole gradient."""
+    def poisoner(model, row: int):
+        def poison(step):
+            grad = model.up.weight.grad
+            if step != POISON_STEP:
+                return
+            if hasattr(grad, "to_local"):
+                if dist.get_rank() == 1:
+                    grad.to_local()[0, 0] = float("nan")
+            else:
+                grad[row, 0] = float("nan")
+        return poison
+
+    results = {}
+    first_row_of_rank_1 = -(-5 // 2)  # Shard(0) splits 5 rows as torch.chunk does: 3 + 2
+    for name in NAMES:
+        model, module, optimizer = build(name, "none")
+        train(module, optimizer, range(STEPS), "none", poisoner(model, first_row_of_rank_1))
+        oracle, oracle_skips = whole(model), optimizer.nonfinite_skips
+        model, module, optimizer = build(name, parallel)
+        train(module, optimizer, range(STEPS), parallel, poisoner(model, first_row_of_rank_1))
+        results[name] = {"error": relative_error(whole(model), oracle), "oracle_skips": oracle_skips,
+                         "skips": optimizer.nonfinite_skips, "same_skips": same_on_every_rank(optimizer.nonfinite_skips),
+                         "same_state": same_on_every_rank(state_digest(optimizer))}
+    return results
+
+
+def checkpoint_resume(parallel: str, folder: Path) -> dict:
+    """Per optimizer: a straight FSDP2 run against one saved at step ``SAVE_STEP`` with
+    ``torch.distributed.checkpoint`` and resumed into a freshly built model and optimizer."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    results = {}
+    for name in NAMES:
+        model, module, optimizer = build(name, parallel)
+        train(module, optimizer, range(STEPS), parallel)
+        straight, straight_state = whole(model), state_digest(optimizer)
+
+        model, module, optimizer = build(name, parallel)
+        train(module, optimizer, range(SAVE_STEP), parallel)
+        model_state, optimizer_state = get_state_dict(model, optimizer)
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=folder / name)
+
+        model, module, optimizer = build(name, parallel, seed=1)  # other weights, another switch seed
+        model_state, optimizer_state = get_state_dict(model, optimizer)  # torch's zero-gradient lr=0 step
+        loaded = {"model": model_state, "optimizer": optimizer_state}
+        dcp.load(loaded, checkpoint_id=folder / name)
+        set_state_dict(model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"])
+        train(module, optimizer, range(SAVE_STEP, STEPS), parallel)
+        resumed = whole(model)
+        results[name] = {"exact": all(torch.equal(resumed[k], straight[k]) for k in straight),
+                         "same_state": state_digest(optimizer) == straight_state}
+    return results
+
+
+SCENARIOS = {"equivalence": equivalence, "nonfinite": nonfinite_on_one_rank, "checkpoint": checkpoint_resume}
+
+
+def _worker(rank: int, world: int, port: int, scenario: str, parallel: str, folder: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")  # the skip warnings of the non-finite scenario
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        results = SCENARIOS[scenario](parallel, Path(folder))
+        if rank == 0:
+            torch.save(results, Path(folder) / "results.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def on_two_ranks(scenario: str, parallel: str, folder: Path) -> dict:
+    mp.start_processes(_worker, args=(2, free_port(), scenario, parallel, str(folder)), nprocs=2,
+                       start_method="spawn")
+    return torch.load(folder / "results.pt")
+
+
+# ------------------------------------------------------------------------------------ tests
+def test_every_registered_optimizer_is_covered():
+    assert len(NAMES) == 15
+
+
+@pytest.mark.parametrize("parallel", ["fsdp2", "ddp"])
+def test_every_optimizer_on_two_ranks_gives_the_single_process_weights(parallel, tmp_path):
+    results = on_two_ranks("equivalence", parallel, tmp_path)
+    print({name: f"{r['error']:.1e} ({r['error_one_backward']:.1e})" for name, r in results.items()})
+    assert sorted(results) == NAMES
+    assert {name: r["error"] for name, r in results.items() if not r["error"] <= TOLERANCE} == {}
+    assert [name for name, r in results.items() if not r["same_state"]] == []
+
+
+def test_a_nan_in_one_ranks_shard_makes_every_rank_skip_that_step(tmp_path):
+    results = on_two_ranks("nonfinite", "fsdp2", tmp_path)
+    assert sorted(results) == NAMES
+    for name, r in results.items():
+        assert r["oracle_skips"] == 1 and r["skips"] == 1 and r["same_skips"], (name, r)
+        assert r["error"] <= TOLERANCE and r["same_state"], (name, r)
+
+
+def test_an_fsdp2_checkpoint_resumes_every_optimizer_exactly(tmp_path):
+    results = on_two_ranks("checkpoint", "fsdp2", tmp_path)
+    assert sorted(results) == NAMES
+    assert [name for name, r in results.items() if not (r["exact"] and r["same_state"])] == []

@@ -12,10 +12,13 @@ CUDA (each process on ``cuda:LOCAL_RANK``).
 What each process holds:
 - ``ddp``: the whole model and optimizer; gradients are averaged (all-reduce) before the step,
   so every rank steps the same parameters with the same gradient.
-- ``fsdp2``: ``fully_shard`` on every transformer block, then on the root: parameters,
-  gradients and optimizer state are DTensors sharded along their first dimension; gradients
-  are averaged by reduce-scatter. On CUDA with bf16 the parameters are gathered in bf16 and
-  gradients reduced in fp32 (``MixedPrecisionPolicy``); fp32 on CPU.
+- ``fsdp2``: ``fully_shard`` on every transformer block, then on the root: parameters and
+  gradients are DTensors sharded along their first dimension; gradients are averaged by
+  reduce-scatter. torch's Adam (embeddings and norms under routing) keeps sharded
+  state; a fimkit optimizer gathers each of its parameters' whole gradient and weight, steps
+  them as one process does and keeps whole, replicated state (``fimkit.optim.sharded``). On
+  CUDA with bf16 the parameters are gathered in bf16 and gradients reduced in fp32
+  (``MixedPrecisionPolicy``); fp32 on CPU.
 
 The global batch is the single-process batch: every rank reads the same ``batch_size``
 sequences (the data position is global) and takes its contiguous slice of ``batch_size / N``;

@@ -224,15 +224,21 @@ class ChainOptimizer(torch.optim.Optimizer):
                 loss = closure()
         grad_mode = torch.is_grad_enabled()  # the traceable step restores it if it raises
         with torch.no_grad():
-            if traced.wanted(self) and not self._takes_eager_step():  # reads its own extremes, in the graph
+            if not traced.wanted(self):
+                self._eager_step(gradient_extremes)
+            elif self._takes_eager_step():  # DTensor parameters: the eager step, run outside the graph
+                torch.compiler.disable(self._eager_step)(gradient_extremes)
+            else:  # reads its own gradients' extremes, in the graph
                 traced.step(self, grad_mode)
-            else:
-                for group in self.param_groups:
-                    self._step_group(group, gradient_extremes)
         return loss
 
+    def _eager_step(self, gradient_extremes: dict[Tensor, float] | None) -> None:
+        for group in self.param_groups:
+            self._step_group(group, gradient_extremes)
+
     def _takes_eager_step(self) -> bool:
-        """DTensor parameters take the eager step, also under torch.compile (fimkit.optim.sharded)."""
+        """Whether the parameters are DTensors, which take the eager step also under torch.compile
+        (their collectives and host reads do not fit the traced one, fimkit.optim.sharded)."""
         if not sharded.holds_dtensor(self):
             return False
         if self.traceable_step:

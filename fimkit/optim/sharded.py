@@ -88,7 +88,7 @@ def extremes(tensors: list[Tensor]) -> list[float]:
             torch.distributed.all_reduce(block, op=torch.distributed.ReduceOp.MAX, group=mesh.get_group(dim))
         for row, i in enumerate(indices):
             rows[i] = block[row]
-    pairs = torch.stack(rows).tolist()
+    pairs = torch.stack([row.to(rows[0].device) for row in rows]).tolist()  # state may span devices
     return [max(low, high) if math.isfinite(low) and math.isfinite(high) else math.inf for low, high in pairs]
 
 

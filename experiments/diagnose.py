@@ -30,18 +30,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from experiments.atomic import atomic_path, write_text_atomic
+from experiments.atomic import write_text_atomic
 from experiments.checkpoint import CHECKPOINT, load_checkpoint
 from experiments.cli import USER_ERRORS
 from experiments.config import TrainConfig, add_config_arguments, config_from_args
 from experiments.config_files import load_config
+from experiments.figures import save_figure
 from experiments.metrics import CONFIG
 from experiments.model import LLaMA, ModelConfig
 from experiments.optimizers import default_hparams
 from experiments.presets import PRESETS, get_preset
 from experiments.progress import log
-from experiments.specs import slug
 from experiments.provenance import code_revision, command_line
+from experiments.specs import slug
 from fimkit import diagnostics
 from fimkit.optimizer_fisher import READERS
 
@@ -265,21 +266,6 @@ def markdown(rows: list[dict], cfg: TrainConfig, seconds: float, note: str, mode
     return "\n".join(out) + f"\n\n<sub>{note}</sub>\n"
 
 
-def save_figure(fig, stem: Path, note: str) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    # wrapped to the figure's width: a long command must not widen the saved (tight) figure
-    fig.text(0.01, 0.002, note, ha="left", va="bottom", fontsize=6, color="0.45", wrap=True)
-    paths = []
-    for suffix in ("png", "svg"):
-        path = stem.with_suffix(f".{suffix}")
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=suffix, dpi=130, bbox_inches="tight")
-        paths.append(path)
-    plt.close(fig)
-    return paths
-
-
 def plot_over_steps(ax, rows: list[dict], block: str, kind: str, legend: bool) -> None:
     series: dict[tuple[str, str], list] = {}
     for r in rows:
@@ -334,7 +320,7 @@ def draw(rows: list[dict], results: Path, note: str) -> list[Path]:
         for row, block in enumerate(blocks):
             for col, kind in enumerate(("structure", "optimizer")):
                 plot_over_steps(axes[row][col], rows, block, kind, legend=row == 0)
-        paths = save_figure(fig, results / "error_vs_step", note)
+        paths = save_figure(fig, results / "error_vs_step", note=note, tight=True)
         columns = min(2, len(blocks))
         grid_rows = math.ceil(len(blocks) / columns)
         fig, axes = plt.subplots(grid_rows, columns, figsize=(6.5 * columns, 5 * grid_rows), squeeze=False, sharey=True)
@@ -342,7 +328,7 @@ def draw(rows: list[dict], results: Path, note: str) -> list[Path]:
             plot_against_numel(axes[index // columns][index % columns], rows, block, max(r["step"] for r in rows))
         for ax in axes.flat[len(blocks):]:
             ax.set_visible(False)
-        return paths + save_figure(fig, results / "error_vs_state", note)
+        return paths + save_figure(fig, results / "error_vs_state", note=note, tight=True)
 
 
 def write_outputs(rows: list[dict], cfg: TrainConfig, results: Path, seconds: float, note: str,

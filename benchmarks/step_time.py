@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fimkit.memory import optimizer_state_numel, state_bytes
+from fimkit.memory import optimizer_state_numel
 from fimkit.optim import registered
 from fimkit.optim.chain import ChainOptimizer
 
@@ -36,6 +36,15 @@ class Candidate:
     build_switching: Build | None = None
     registered_name: str | None = None
     hyperparameters: dict = field(default_factory=dict)
+    #: the registered fimkit name of the algorithm (for floors and targets), its package, and how
+    #: a package's version differs from fimkit's
+    algorithm: str | None = None
+    package: str = "fimkit"
+    differs: str = ""
+    #: steps write into ``p.grad`` (pytorch-optimizer's Muon): it gets a private copy of the gradients
+    writes_gradients: bool = False
+    #: untimed steps it needs at least (heavyball compiles on its first two steps)
+    min_warmup: int = 0
 
 
 @dataclass
@@ -49,6 +58,11 @@ class Result:
     #: for an amortised candidate: the median steady step and the median switch step (ms)
     steady_ms: float | None = None
     switch_ms: float | None = None
+    algorithm: str | None = None
+    package: str = "fimkit"
+    differs: str = ""
+    #: every hyperparameter of the steady instance (registered defaults and overrides)
+    hyperparameters: dict = field(default_factory=dict)
 
 
 def amortised_step(steady: float, switch: float, interval: int) -> float:
@@ -64,27 +78,56 @@ def model_matrix_shapes(size: str = "60M") -> list[tuple[int, ...]]:
 
 def torch_adam(kind: str) -> Candidate:
     """``torch.optim.Adam`` with ``foreach=True`` or ``fused=True`` (lr 1e-3, the paper's Adam)."""
-    return Candidate(f"torch Adam ({kind})", lambda params: torch.optim.Adam(params, lr=1e-3, **{kind: True}))
+    return Candidate(f"torch Adam ({kind})", lambda params: torch.optim.Adam(params, lr=1e-3, **{kind: True}),
+                     algorithm="adam", package="torch")
+
+
+#: periodic refreshes whose step is amortised: the hyperparameter that sets the period, and
+#: whether the run's K overrides it (a subspace switch) or the optimizer keeps its own period
+REFRESH_PERIODS = (("update_interval", True), ("precondition_frequency", False))
 
 
 def fimkit_candidate(name: str, amortise_over: int = 200, **hyperparameters) -> Candidate:
-    """A registered fimkit optimizer with its defaults (plus ``hyperparameters``)."""
+    """A registered fimkit optimizer with its defaults (plus ``hyperparameters``). A periodic
+    refresh (:data:`REFRESH_PERIODS`) is amortised: a second instance refreshes every step."""
     cls = registered()[name]
     defaults = cls.default_hyperparameters() if issubclass(cls, ChainOptimizer) else {}
-    if "update_interval" in defaults:
-        steady = {**hyperparameters, "update_interval": amortise_over}
-        every_step = {**hyperparameters, "update_interval": 1}
-        return Candidate(f"{name} (K={amortise_over}, amortised)", lambda params: cls(params, **steady),
-                         amortise_over, lambda params: cls(params, **every_step), name, steady)
+    for key, run_k in REFRESH_PERIODS:
+        period = amortise_over if run_k else defaults.get(key, 1)
+        if key in defaults and period > 1:
+            steady = {**hyperparameters, key: period}
+            every_step = {**hyperparameters, key: 1}
+            label = f"{name} (K={period}, amortised)" if run_k else f"{name} (every {period}, amortised)"
+            return Candidate(label, lambda params: cls(params, **steady), period,
+                             lambda params: cls(params, **every_step), name, steady, algorithm=name)
     return Candidate(name, lambda params: cls(params, **hyperparameters), registered_name=name,
-                     hyperparameters=hyperparameters)
+                     hyperparameters=hyperparameters, algorithm=name)
+
+
+def all_hyperparameters(candidate: Candidate) -> dict:
+    """The candidate's registered defaults with its overrides (what its floor is computed from)."""
+    cls = registered().get(candidate.registered_name or "")
+    defaults = cls.default_hyperparameters() if cls and issubclass(cls, ChainOptimizer) else {}
+    return {**defaults, **candidate.hyperparameters}
+
+
+def held_bytes(state) -> int:
+    """Bytes of the tensors in an optimizer's state, however nested (heavyball keeps a dict per
+    parameter index inside each parameter's state)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(held_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(held_bytes(v) for v in state)
+    return 0
 
 
 def _make_params(shapes, grads, device, seed) -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(seed)
     params = [torch.nn.Parameter((0.02 * torch.randn(s, generator=gen)).to(device)) for s in shapes]
     for p, g in zip(params, grads):
-        p.grad = g          # shared: no optimizer here writes into the gradient
+        p.grad = g          # shared, except with a candidate that writes into it
     return params
 
 
@@ -98,11 +141,13 @@ def _timed_step(optimizer: torch.optim.Optimizer, device: torch.device) -> float
     return time.perf_counter() - start
 
 
-def _peak_rss_mib(optimizer: torch.optim.Optimizer) -> float | None:
+def _peak_rss_mib(optimizer: torch.optim.Optimizer, params, grads) -> float | None:
     """Growth of resident memory during one step (Linux): temporaries that needed new pages.
     Temporaries served from memory freed earlier in the process do not show."""
     if not peak_rss_tracking():
         return None
+    for p, g in zip(params, grads):
+        p.grad = g
     before = reset_peak_rss()
     optimizer.step()
     return max(0, peak_rss() - before) / 2**20
@@ -115,20 +160,32 @@ def measure(candidates: list[Candidate], shapes: list[tuple[int, ...]], repeats:
     gen = torch.Generator().manual_seed(seed)
     grads = [(1e-3 * torch.randn(s, generator=gen)).to(device) for s in shapes]
     instances: dict[tuple[int, str], torch.optim.Optimizer] = {}
+    attached: dict[tuple[int, str], tuple[list, list]] = {}
     for index, candidate in enumerate(candidates):
-        instances[(index, "steady")] = candidate.build(_make_params(shapes, grads, device, seed + 1))
-        if candidate.build_switching is not None:
-            instances[(index, "switch")] = candidate.build_switching(_make_params(shapes, grads, device, seed + 1))
-    for optimizer in instances.values():
-        for _ in range(warmup):
-            optimizer.step()
+        own = [g.clone() for g in grads] if candidate.writes_gradients else grads
+        builds = {"steady": candidate.build, "switch": candidate.build_switching}
+        for kind, build in builds.items():
+            if build is not None:
+                params = _make_params(shapes, own, device, seed + 1)
+                instances[(index, kind)] = build(params)
+                attached[(index, kind)] = (params, own)
+
+    def step(key) -> float:
+        params, own = attached[key]
+        for p, g in zip(params, own):
+            p.grad = g      # again every step: heavyball sets p.grad to None after its step
+        return _timed_step(instances[key], device)
+
+    for key in instances:
+        for _ in range(max(warmup, candidates[key[0]].min_warmup)):
+            step(key)
     times: dict[tuple[int, str], list[float]] = {key: [] for key in instances}
     order = list(instances)
     shuffle = random.Random(seed)
     for _ in range(repeats):
         shuffle.shuffle(order)
         for key in order:
-            times[key].append(_timed_step(instances[key], device))
+            times[key].append(step(key))
 
     results = []
     for index, candidate in enumerate(candidates):
@@ -144,8 +201,10 @@ def measure(candidates: list[Candidate], shapes: list[tuple[int, ...]], repeats:
         name = candidate.registered_name
         if name in registered():
             predicted = sum(optimizer_state_numel(name, s, **candidate.hyperparameters) for s in shapes)
-        results.append(Result(candidate.label, steady * 1e3, state_bytes(optimizer) / 2**20, predicted,
-                              _peak_rss_mib(optimizer), notes, **parts))
+        results.append(Result(candidate.label, steady * 1e3, held_bytes(dict(optimizer.state)) / 2**20, predicted,
+                              _peak_rss_mib(optimizer, *attached[(index, "steady")]), notes, **parts, algorithm=candidate.algorithm,
+                              package=candidate.package, differs=candidate.differs,
+                              hyperparameters=all_hyperparameters(candidate)))
     return results
 
 

@@ -1,0 +1,93 @@
+"""Issue 14's CPU targets, as data, and their verdicts on one run (one thread count).
+
+A run is the JSON-shaped dict that ``benchmarks.suite`` builds: ``rows`` (one per candidate,
+with ``algorithm``, ``package``, ``step_ms``, ``floor_ms``...) and, when measured, ``e2e``
+(``vs_adam``: tokens/s over Adam's). A target whose subject was not measured in the run is
+"n/a", never met.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: subjects and their values in a run: ``[(subject, value or None)]``
+Values = Callable[[dict], list[tuple[str, float | None]]]
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    text: str
+    values: Values
+    threshold: float
+    at_most: bool = True   # met when value <= threshold (else: value >= threshold)
+
+    def verdicts(self, run: dict) -> list[dict]:
+        out = []
+        for subject, value in self.values(run) or [("(none measured)", None)]:
+            met = None if value is None else (value <= self.threshold if self.at_most else value >= self.threshold)
+            out.append({"target": self.key, "text": self.text, "subject": subject, "value": value,
+                        "threshold": self.threshold, "at_most": self.at_most,
+                        "verdict": "n/a" if met is None else ("met" if met else "missed")})
+        return out
+
+
+def fimkit_row(run: dict, algorithm: str) -> dict | None:
+    return next((r for r in run["rows"] if r["package"] == "fimkit" and r["algorithm"] == algorithm), None)
+
+
+def _row_by_label(run: dict, label: str) -> dict | None:
+    return next((r for r in run["rows"] if r["label"] == label), None)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _over_floor(run: dict) -> list[tuple[str, float | None]]:
+    return [(r["label"], r.get("step_over_floor")) for r in run["rows"] if r["package"] == "fimkit"]
+
+
+def _vs_fused(algorithm: str) -> Values:
+    def values(run):
+        row, fused = fimkit_row(run, algorithm), _row_by_label(run, "torch Adam (fused)")
+        return [(algorithm, _ratio(row and row["step_ms"], fused and fused["step_ms"]))]
+    return values
+
+
+def _alice_over_floor(run: dict) -> list[tuple[str, float | None]]:
+    row = fimkit_row(run, "alice")
+    return [(row["label"] if row else "alice", row and row.get("step_over_floor"))]
+
+
+def _package_speedup(run: dict) -> list[tuple[str, float | None]]:
+    """The package's step over fimkit's: >= 1.5 means fimkit is 1.5x faster."""
+    out = []
+    for r in run["rows"]:
+        if r["package"] in ("fimkit", "torch", "probe"):
+            continue
+        ours = fimkit_row(run, r["algorithm"])
+        out.append((f"{r['algorithm']} vs {r['package']}", _ratio(r["step_ms"], ours and ours["step_ms"])))
+    return out
+
+
+def _e2e(run: dict) -> list[tuple[str, float | None]]:
+    vs_adam = (run.get("e2e") or {}).get("vs_adam", {})
+    return [(name, vs_adam.get(name)) for name in ("racs", "alice")]
+
+
+#: issue 14, "Targets" (CPU, at every thread count)
+TARGETS: tuple[Target, ...] = (
+    Target("floor", "every fimkit optimizer within 1.5x of its floor (step / floor)", _over_floor, 1.5),
+    Target("adam", "fimkit Adam within 1.2x of torch's fused Adam (step / fused)", _vs_fused("adam"), 1.2),
+    Target("racs", "RACS at most 1.3x torch's fused Adam (step / fused)", _vs_fused("racs"), 1.3),
+    Target("alice", "Alice (amortised, K = 200) within 1.3x of its floor (step / floor)", _alice_over_floor, 1.3),
+    Target("packages", "every algorithm another package ships at least 1.5x faster than that package "
+                       "(package step / fimkit step)", _package_speedup, 1.5, at_most=False),
+    Target("e2e", "end-to-end tokens/s of RACS and Alice at least 0.97x Adam's", _e2e, 0.97, at_most=False),
+)
+
+
+def evaluate(run: dict, targets: tuple[Target, ...] = TARGETS) -> list[dict]:
+    return [v for target in targets for v in target.verdicts(run)]

@@ -226,7 +226,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         with torch.no_grad():
             if not traced.wanted(self):
                 self._eager_step(gradient_extremes)
-            elif self._takes_eager_step():  # DTensor parameters: the eager step, run outside the graph
+            elif self._takes_eager_step():  # DTensor parameters: the eager step, outside the graph
                 torch.compiler.disable(self._eager_step)(gradient_extremes)
             else:  # reads its own gradients' extremes, in the graph
                 traced.step(self, grad_mode)
@@ -236,14 +236,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             self._step_group(group, gradient_extremes)
 
-    def _takes_eager_step(self) -> bool:
-        """Whether the parameters are DTensors, which take the eager step also under torch.compile
-        (their collectives and host reads do not fit the traced one, fimkit.optim.sharded)."""
-        if not sharded.holds_dtensor(self):
-            return False
-        if self.traceable_step:
-            sharded.refuse_traceable(self)
-        return True
+    def _takes_eager_step(self) -> bool:  # also asked by the routed optimizer's traced step
+        return sharded.takes_eager_step(self)
 
     def _step_group(self, group: Group, known: dict[Tensor, float] | None = None) -> None:
         live = guard.live_params(self, group)

@@ -60,12 +60,18 @@ def holds_dtensor(optimizer: torch.optim.Optimizer) -> bool:
     return cls is not None and any(isinstance(p, cls) for g in optimizer.param_groups for p in g["params"])
 
 
-def refuse_traceable(optimizer: torch.optim.Optimizer) -> None:
-    """The traceable step keeps every tensor in one graph and reads gradients in a host operator,
-    which a DTensor's collectives do not fit: say so instead of failing inside the graph."""
-    raise ValueError(f"{type(optimizer).__name__}: traceable_step=True does not take DTensor parameters "
-                     f"(FSDP2's fully_shard); leave traceable_step=None (the eager step, also under "
-                     f"torch.compile) or False")
+def takes_eager_step(optimizer) -> bool:
+    """Whether ``optimizer`` (a ChainOptimizer about to take its traceable step) must take the eager
+    one: its parameters are DTensors, whose gathers and host reads do not fit the traced step (one
+    graph, gradients read in a host operator). ``traceable_step=True`` then is a ``ValueError``
+    rather than a failure inside the graph."""
+    if not holds_dtensor(optimizer):
+        return False
+    if optimizer.traceable_step:
+        raise ValueError(f"{type(optimizer).__name__}: traceable_step=True does not take DTensor parameters "
+                         f"(FSDP2's fully_shard); leave traceable_step=None (the eager step, also under "
+                         f"torch.compile) or False")
+    return True
 
 
 # ------------------------------------------------------------------------- the guard

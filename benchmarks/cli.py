@@ -66,7 +66,7 @@ def bench_command(argv: list[str]) -> int:
     parser.add_argument("--model", default="60M", choices=list(PAPER_MODELS),
                         help="paper model whose attention and MLP matrices are stepped")
     parser.add_argument("--shapes", type=shape_list, default=None, metavar="MxN,...",
-                        help="step these matrices instead of --model's (e.g. 64x48,48x64)")
+                        help="step these matrices instead of --model's, e.g. 64x48,48x64 (default: --model's)")
     parser.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per optimizer")
     parser.add_argument("--amortise-over", type=int, default=200, metavar="K",
@@ -79,20 +79,22 @@ def bench_command(argv: list[str]) -> int:
                         help="leave out pytorch-optimizer, galore-torch, apollo-torch and heavyball (the "
                              "`bench` extra; each one not installed is skipped anyway)")
     parser.add_argument("--sweep-sizes", default=None, metavar="N[,N...]",
-                        help="run the size sweep over square N x N matrices (--full: 256,...,4096)")
+                        help="run the size sweep over square N x N matrices (default: no sweep; --full: 256,...,4096)")
     parser.add_argument("--sweep-repeats", type=int, default=3, help="timing rounds per sweep size")
-    parser.add_argument("--sweep-max-step-ms", type=float, default=5000.0,
+    parser.add_argument("--sweep-max-step-ms", type=float, default=2000.0,
                         help="a candidate slower than this at one size is not run at larger ones")
     parser.add_argument("--e2e", default=None, metavar="PROTOCOL",
-                        help="also measure training tokens/s of Adam, RACS and Alice (e.g. nano; --full: nano)")
+                        help="also measure training tokens/s of Adam, RACS and Alice on this reproduction protocol, "
+                             "e.g. nano (default: not measured; --full: nano)")
     parser.add_argument("--e2e-rounds", type=int, default=None, help="interleaved training rounds (default: "
                         "the protocol's, at least two switching periods)")
     parser.add_argument("--full", action="store_true",
                         help="everything issue 14 asks for: the sweep (256..4096) and --e2e nano too")
     parser.add_argument("--out", type=Path, default=None,
-                        help="also write the Markdown report to this file")
+                        help="also write the Markdown report to this file (default: print only)")
     parser.add_argument("--out-dir", type=Path, default=None,
-                        help=f"write <device>_bench.json, <device>_bench.md and the sweep plot here, e.g. {RESULTS}")
+                        help=f"write <device>_bench.json, <device>_bench.md and the sweep plot here, e.g. {RESULTS} "
+                             "(default: print only)")
     parser.add_argument("--return-freed-memory", action="store_true",
                         help="leave glibc's default of unmapping large freed blocks (every step then pays "
                              "page faults for its temporaries; fimkit train keeps freed memory, as the "
@@ -126,7 +128,7 @@ def bench_command(argv: list[str]) -> int:
     for count in threads:
         load = _load()
         run = run_at(plan, count)
-        run["load"] = load
+        run["load"] = f"{load} at the start, {_load()} at the end"
         runs.append(run)
     label = (f"{len(shapes)} matrices ({', '.join(sorted({f'{s[0]}x{s[1]}' for s in shapes}))})" if args.shapes else
              f"the {args.model} model's {len(shapes)} attention and MLP matrices "

@@ -95,7 +95,7 @@ def markdown(document: dict) -> str:
     for run in document["runs"]:
         t = run["threads"]
         lines += ["", f"## {t} thread{'s' if t > 1 else ''}", "",
-                  f"Load average at start: {run.get('load', 'n/a')}. Bandwidth (fused Adam, 28 B a weight): "
+                  f"Load average (1/5/15 min): {run.get('load', 'n/a')}. Bandwidth (fused Adam, 28 B a weight): "
                   f"{run['rates']['bandwidth_GBps']:.1f} GB/s; matmul rate (fastest probe): "
                   f"{run['rates']['matmul_GFLOPs']:.1f} GFLOP/s ("
                   + ", ".join(f"{p['label']}: {p['step_ms']:.2f} ms" for p in run["probes"]) + ").", ""]

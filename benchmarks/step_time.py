@@ -201,10 +201,10 @@ def measure(candidates: list[Candidate], shapes: list[tuple[int, ...]], repeats:
         name = candidate.registered_name
         if name in registered():
             predicted = sum(optimizer_state_numel(name, s, **candidate.hyperparameters) for s in shapes)
+        peak = _peak_rss_mib(optimizer, *attached[(index, "steady")])
         results.append(Result(candidate.label, steady * 1e3, held_bytes(dict(optimizer.state)) / 2**20, predicted,
-                              _peak_rss_mib(optimizer, *attached[(index, "steady")]), notes, **parts, algorithm=candidate.algorithm,
-                              package=candidate.package, differs=candidate.differs,
-                              hyperparameters=all_hyperparameters(candidate)))
+                              peak, notes, **parts, algorithm=candidate.algorithm, package=candidate.package,
+                              differs=candidate.differs, hyperparameters=all_hyperparameters(candidate)))
     return results
 
 

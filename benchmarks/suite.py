@@ -32,7 +32,7 @@ class Plan:
     packages: bool = True
     sweep_sizes: tuple[int, ...] = ()
     sweep_repeats: int = 3
-    sweep_max_step_ms: float = 5000.0
+    sweep_max_step_ms: float = 2000.0
     e2e_protocol: str | None = None
     e2e_rounds: int | None = None
 

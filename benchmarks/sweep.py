@@ -16,7 +16,7 @@ DEFAULT_SIZES = (256, 512, 1024, 2048, 4096)
 
 
 def sweep(candidates: list[Candidate], sizes=DEFAULT_SIZES, repeats: int = 3, warmup: int = 1,
-          max_step_ms: float = 5000.0, device: str = "cpu") -> dict:
+          max_step_ms: float = 2000.0, device: str = "cpu") -> dict:
     """``{"sizes", "step_ms": {label: [ms or None per size]}, "floor_ms": {...}, "skipped": {...}}``;
     the torch Adams must be among ``candidates`` (the fused one gives the bandwidth)."""
     labels = [c.label for c in candidates]
@@ -27,7 +27,8 @@ def sweep(candidates: list[Candidate], sizes=DEFAULT_SIZES, repeats: int = 3, wa
         shapes = [(size, size)]
         results = measure(active + matmul_candidates(shapes), shapes, repeats=repeats, warmup=warmup, device=device)
         rates = rates_from(results, shapes)
-        out["rates"].append({"size": size, "bandwidth_GBps": rates.bandwidth / 1e9, "matmul_GFLOPs": rates.matmul / 1e9})
+        out["rates"].append({"size": size, "bandwidth_GBps": rates.bandwidth / 1e9,
+                             "matmul_GFLOPs": rates.matmul / 1e9})
         by_label = {r.label: r for r in results}
         for label in labels:
             r = by_label.get(label)

@@ -10,7 +10,6 @@ from benchmarks.machine import describe_machine
 from benchmarks.step_time import (
     amortised_step, fimkit_candidate, format_results, measure, model_matrix_shapes, torch_adam,
 )
-from fimkit.optim import registered
 
 TINY = [(8, 8), (8, 8), (12, 8), (8, 12)]
 

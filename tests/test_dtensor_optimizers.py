@@ -4,8 +4,9 @@
 Oracle: the same optimizer on the same model in one process, which every worker also runs (so
 each test spawns its processes once and loops over the optimizers inside them). The model has
 two matrices whose row counts (5 and 7) do not split evenly over 2 ranks, one of them tall (RACS,
-Muon... transpose it to the short side), and vectors (a bias, a norm's gain and bias) that
-matrix-only optimizers give their built-in Adam. Subspace optimizers switch every 3 steps and
+Muon... transpose it to the short side), a 1 x 7 matrix and a bias of one entry (rank 1 holds
+empty shards of them), and vectors (biases, a norm's gain and bias) that matrix-only optimizers
+give their built-in Adam. Subspace optimizers switch every 3 steps and
 SOAP / Eigen-Adam refresh their bases every 3, so 10 steps include several switches.
 """
 
@@ -44,14 +45,16 @@ class Tiny(nn.Module):
         self.up = nn.Linear(6, 5)  # 5 x 6: rows 3 + 2 on two ranks
         self.norm = nn.LayerNorm(5)
         self.down = nn.Linear(5, 7, bias=False)  # 7 x 5: tall
+        self.head = nn.Linear(7, 1)  # 1 x 7 and a bias of 1: rank 1's shards are empty
 
     def forward(self, x):
-        return self.down(torch.tanh(self.norm(self.up(x))))
+        down = self.down(torch.tanh(self.norm(self.up(x))))
+        return torch.cat([down, self.head(down)], dim=-1)
 
 
 def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(1000 + step)
-    return torch.randn(BATCH, 6, generator=gen), torch.randn(BATCH, 7, generator=gen)
+    return torch.randn(BATCH, 6, generator=gen), torch.randn(BATCH, 8, generator=gen)
 
 
 def build(name: str, parallel: str, seed: int = 0):

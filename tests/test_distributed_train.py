@@ -227,6 +227,16 @@ def test_fsdp2_checkpoint_of_two_processes_resumes_on_one(fsdp2_run, cache, tmp_
     assert loss_error(losses(cfg.out), losses(fsdp2_run.out)) <= TOLERANCE
 
 
+def test_fsdp2_checkpoint_of_alice_on_two_processes_resumes_on_one(single, cache, tmp_path):
+    # a fimkit optimizer's state is whole on every rank (fimkit.optim.sharded): any count loads it
+    one = single("alice")
+    cfg = config(tmp_path, cache, optimizer="alice", parallel="fsdp2")
+    on_ranks(cfg, until_step=4)
+    on_ranks(cfg, world=1, resume=True)
+    assert relative_error(weights(cfg.out), weights(one.out)) <= TOLERANCE
+    assert loss_error(losses(cfg.out), losses(one.out)) <= TOLERANCE
+
+
 def test_ddp_checkpoint_resumes_in_one_process(single, cache, tmp_path, monkeypatch):
     one = single("racs")
     cfg = config(tmp_path, cache, optimizer="racs", parallel="ddp")

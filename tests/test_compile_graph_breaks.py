@@ -1,6 +1,7 @@
-"""A compiled training step with RACS or Alice has no more graph breaks than with torch's Adam
-(issue 12 item 6), reads the host once per step, and gives the eager trajectory, skipped
-gradients and subspace switches included (fimkit.optim.traced)."""
+"""A compiled training step with RACS or Alice, the classes or the routed optimizers
+``build_optimizer`` makes with them, has no more graph breaks than with torch's Adam (issue 12
+item 6), reads the host once per step, and gives the eager trajectory, skipped gradients and
+subspace switches included (fimkit.optim.traced, fimkit.optim.routed_traced)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,18 @@ import pytest
 import torch
 import torch._dynamo.testing
 
+import fimkit
 from fimkit.optim import RACS, Alice, get_optimizer, registered, traced
 from graph_break_helpers import batch, explain_optimizer_step, explain_training_step, tiny_model, training_step
 
 ALICE = dict(rank=2, leading=1, update_interval=2, seed=0)  # a switch at steps 1, 2, 4, ...
 MAKERS = {"RACS": lambda params: RACS(params), "Alice": lambda params: Alice(params, **ALICE)}
+#: the routed optimizers, made for a model: RACS or Alice for its matrices, torch's Adam the rest
+ROUTED = {"routed racs": lambda model: fimkit.build_optimizer(model, "racs"),
+          "routed alice": lambda model: fimkit.build_optimizer(model, "alice", **ALICE)}
+#: every optimizer of the break tests, made for a model
+FOR_MODEL = {**{name: lambda model, make=make: make(model.parameters()) for name, make in MAKERS.items()},
+             **ROUTED}
 
 
 @functools.cache
@@ -27,37 +35,39 @@ def torch_adam_breaks() -> int:
     return explain_training_step(model, torch.optim.Adam(model.parameters()), *batch()).breaks
 
 
-@pytest.mark.parametrize("name", MAKERS)
-def test_first_training_step_breaks_within_1_5x_of_torch_adam(name):
+@pytest.mark.parametrize("name", FOR_MODEL)
+def test_first_training_step_breaks_no_more_than_torch_adam(name):
+    """Issue 12 item 6 asks for 1.5x torch Adam's breaks at most: 1.5 x 1, rounded down, is 1."""
     model = tiny_model()
-    explained = explain_training_step(model, MAKERS[name](model.parameters()), *batch())
-    assert explained.breaks <= 1.5 * torch_adam_breaks(), explained.reasons
+    explained = explain_training_step(model, FOR_MODEL[name](model), *batch())
+    assert explained.breaks <= torch_adam_breaks(), explained.reasons
 
 
-@pytest.mark.parametrize("name", MAKERS)
-def test_later_training_steps_break_within_1_5x_of_torch_adam(name):
+@pytest.mark.parametrize("name", FOR_MODEL)
+def test_later_training_steps_break_no_more_than_torch_adam(name):
     """Step 2 (Alice: a switch) and step 3 (none), state already made."""
     model = tiny_model()
-    optimizer = MAKERS[name](model.parameters())
+    optimizer = FOR_MODEL[name](model)
     training_step(model, optimizer)(*batch())
     for _ in range(2):
         explained = explain_training_step(model, optimizer, *batch())
-        assert explained.breaks <= 1.5 * torch_adam_breaks(), explained.reasons
+        assert explained.breaks <= torch_adam_breaks(), explained.reasons
 
 
-@pytest.mark.parametrize("name", MAKERS)
+@pytest.mark.parametrize("name", FOR_MODEL)
 def test_compiled_optimizer_step_is_one_graph_with_one_host_read(name):
+    """The routed optimizer too: one host operator for all its children, torch's Adam included."""
     model = tiny_model()
-    explained = explain_optimizer_step(model, MAKERS[name](model.parameters()), *batch())
+    explained = explain_optimizer_step(model, FOR_MODEL[name](model), *batch())
     assert (explained.graphs, explained.breaks) == (1, 0), explained.reasons
     assert explained.ops_named("fimkit.host_step") == 1
 
 
-@pytest.mark.parametrize("name", MAKERS)
+@pytest.mark.parametrize("name", FOR_MODEL)
 def test_compiled_steps_do_not_recompile(name):
     """A Python step counter would recompile every step; Alice's switches would too."""
     model = tiny_model()
-    optimizer = MAKERS[name](model.parameters())
+    optimizer = FOR_MODEL[name](model)
     counter = torch._dynamo.testing.CompileCounter()
     torch._dynamo.reset()
     step = torch.compile(training_step(model, optimizer), backend=counter)
@@ -75,9 +85,15 @@ def _params():
     return [torch.nn.Parameter(torch.randn(shape, generator=gen)) for shape in ((6, 10), (10,), (12, 5))]
 
 
-def _run(make, step_of=lambda optimizer: optimizer.step, steps=5, nonfinite_at=2, scale=1.0):
-    params = _params()
-    optimizer = make(params)
+def _run(make, step_of=lambda optimizer: optimizer.step, steps=5, nonfinite_at=2, scale=1.0, routed=False):
+    """``steps`` steps of ``make(params)`` (``routed``: of ``make(model)``, the parameters those of
+    ``tiny_model``: a Linear weight and a Linear bias get the non-finite gradients)."""
+    if routed:
+        model = tiny_model()
+        params, optimizer = list(model.parameters()), make(model)
+    else:
+        params = _params()
+        optimizer = make(params)
     step = step_of(optimizer)
     gen = torch.Generator().manual_seed(1)
     with warnings.catch_warnings():
@@ -112,6 +128,28 @@ def test_compiled_steps_equal_eager_steps_across_a_skip(name):
     """Five steps, a non-finite gradient for two of the tensors at the third (Alice: switches
     at steps 1, 2 and 4, the skipped matrix's next one at 5)."""
     _assert_close(_run(MAKERS[name], _compiled()), _run(MAKERS[name]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("nonfinite_at", [2, 0], ids=["later", "first step"])
+@pytest.mark.parametrize("name", ROUTED)
+def test_compiled_routed_steps_equal_eager_steps_across_a_skip(name, nonfinite_at):
+    """The RACS or Alice child's matrix and the Adam child's bias skipped (at the first step too:
+    the compiled step keeps the Adam state it made, as it was made, where eager makes none)."""
+    _assert_close(_run(ROUTED[name], _compiled(), nonfinite_at=nonfinite_at, routed=True),
+                  _run(_with_compiled_adam(ROUTED[name]), nonfinite_at=nonfinite_at, routed=True), rtol=1e-6)
+
+
+def _with_compiled_adam(make, backend="eager"):
+    """The eager routed optimizer, its torch Adam child's step compiled alone: the reference of a
+    compiled routed step (torch's compiled Adam computes its bias corrections in float32 tensors,
+    its eager step in Python floats: 1e-5 apart at lr 0.02)."""
+    def made(model):
+        routed = make(model)
+        adam = routed.children["adam"]
+        adam.step = torch.compile(adam.step, backend=backend)
+        return routed
+
+    return made
 
 
 def test_compiled_steps_follow_the_gradient_unit():
@@ -210,6 +248,10 @@ def test_a_routed_copys_children_look_up_themselves():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", MAKERS)
+@pytest.mark.parametrize("name", [*MAKERS, *ROUTED])
 def test_inductor_compiled_steps_equal_eager_steps_across_a_skip(name):
-    _assert_close(_run(MAKERS[name], _compiled("inductor")), _run(MAKERS[name]), rtol=1e-5)
+    if name in MAKERS:
+        _assert_close(_run(MAKERS[name], _compiled("inductor")), _run(MAKERS[name]), rtol=1e-5)
+    else:
+        _assert_close(_run(ROUTED[name], _compiled("inductor"), routed=True),
+                      _run(_with_compiled_adam(ROUTED[name], "inductor"), routed=True), rtol=1e-5)

@@ -29,23 +29,37 @@ def nonfinite_hidden(optimizer: torch.optim.Optimizer, extremes: dict[torch.Tens
     counts it in ``optimizer.nonfinite_skips``."""
     hidden = []
     for group in optimizer.param_groups:
-        names = group.get("param_names") or []
         for index, p in enumerate(group["params"]):
-            if p.grad is None or math.isfinite(extremes.get(p, 0.0)):
+            if p.grad is None or admit(optimizer, group, index, extremes.get(p, 0.0), stacklevel=5):
                 continue
-            name = repr(names[index]) if index < len(names) else f"{index} of its group"
-            if group.get("on_nonfinite", "skip") == "raise":
-                raise FloatingPointError(f"{type(optimizer).__name__}: non-finite gradient for parameter {name}")
-            warnings.warn(f"{type(optimizer).__name__}: skipped a non-finite gradient for parameter {name}; its "
-                          f"state is unchanged", stacklevel=4)
             hidden.append((p, p.grad))
             p.grad = None
-    optimizer.nonfinite_skips = getattr(optimizer, "nonfinite_skips", 0) + len(hidden)
+    count_skips(optimizer, len(hidden))
     try:
         yield
     finally:
         for p, grad in hidden:
             p.grad = grad
+
+
+def admit(optimizer: torch.optim.Optimizer, group: dict, index: int, grad_max: float, stacklevel: int = 4) -> bool:
+    """The policy of ``group`` for its parameter ``index`` whose gradient has ``max |G| =
+    grad_max``: True to step it; ``"raise"`` raises ``FloatingPointError`` naming it; otherwise
+    (``"skip"``) warn and say False. The eager step and the compiled one's host operator
+    (``fimkit.optim.traced``) both decide with this."""
+    if math.isfinite(grad_max):
+        return True
+    names = group.get("param_names") or []
+    name = repr(names[index]) if index < len(names) else f"{index} of its group"
+    if group.get("on_nonfinite", "skip") == "raise":
+        raise FloatingPointError(f"{type(optimizer).__name__}: non-finite gradient for parameter {name}")
+    warnings.warn(f"{type(optimizer).__name__}: skipped a non-finite gradient for parameter {name}; its "
+                  f"state is unchanged", stacklevel=stacklevel)
+    return False
+
+
+def count_skips(optimizer: torch.optim.Optimizer, skips: int) -> None:
+    optimizer.nonfinite_skips = getattr(optimizer, "nonfinite_skips", 0) + skips
 
 
 def guarded_step(optimizer: torch.optim.Optimizer) -> None:

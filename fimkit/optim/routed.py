@@ -50,6 +50,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from .chain import ChainOptimizer, matrix_shape, with_saved_classes
 from .loading import check_loadable, restore_saved_state_dtypes
 from .matrix_views import add_group_viewing_matrices, matrix_views
+from . import routed_traced, traced
 from .child_guard import guarded_parameters, guarded_step, nonfinite_hidden
 from .units import gradient_extremes
 
@@ -145,6 +146,9 @@ class RoutedOptimizer(torch.optim.Optimizer):
         for key in ("betas", "momentum"):
             if not all(key in g for g in self.param_groups):
                 self.defaults.pop(key, None)
+        # the torch children's handles for the traced step's host operator (a copy has its own)
+        self._guard_handles = {name: traced.register(child, weak=True) for name, child in self.children.items()
+                               if not isinstance(child, ChainOptimizer)}
 
     def group_owner(self, group: dict[str, Any]) -> torch.optim.Optimizer:
         for child in self.children.values():
@@ -242,13 +246,23 @@ class RoutedOptimizer(torch.optim.Optimizer):
                             f"valid: {sorted(known)}")
 
     # ------------------------------------------------------------------------------ step
-    @torch.no_grad()
     def step(self, closure=None):
+        """Each child's step, the non-finite policy applied to all. Traced by ``torch.compile``,
+        one graph with one host read (:mod:`fimkit.optim.routed_traced`)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._warn_unused_momentum()
+        grad_mode = torch.is_grad_enabled()  # the traced step restores it if it raises
+        with torch.no_grad():
+            self._warn_unused_momentum()
+            if routed_traced.wanted(self):
+                routed_traced.step(self, grad_mode)
+            else:
+                self._eager_step()
+        return loss
+
+    def _eager_step(self) -> None:
         extremes = self._gradient_extremes()
         for child in self.children.values():
             if isinstance(child, ChainOptimizer):
@@ -257,21 +271,24 @@ class RoutedOptimizer(torch.optim.Optimizer):
             else:
                 with nonfinite_hidden(child, extremes):
                     child.step()
-        return loss
 
     def _warn_unused_momentum(self) -> None:
         if self.__dict__.get("_warned_momentum"):
             return
-        for index, group in enumerate(self.param_groups):
-            child = self.children[self._owners[index]]
-            if not _reads_momentum(child) and group.get("betas", NO_MOMENTUM) != NO_MOMENTUM:
-                self._warned_momentum = True
-                warnings.warn(
-                    f"RoutedOptimizer: param group {index} ({type(child).__name__}) has no momentum; the "
-                    f"betas={group['betas']!r} a scheduler wrote there (cycle_momentum) is recorded and not "
-                    f"used, its lr is scheduled as usual. Pass cycle_momentum=False to the scheduler to "
-                    f"silence this.", UserWarning, stacklevel=2)
-                return
+        # read through the children's lists: traced, dynamo then knows each group as its child's
+        # (its torch-optimizer support looks a group up there), not as the container's
+        written = [(child, g) for child in self.children.values() if not _reads_momentum(child)
+                   for g in child.param_groups if g.get("betas", NO_MOMENTUM) != NO_MOMENTUM]
+        if not written:
+            return
+        index, child, group = min((next(i for i, g in enumerate(self.param_groups) if g is group), child, group)
+                                  for child, group in written)
+        self._warned_momentum = True
+        warnings.warn(
+            f"RoutedOptimizer: param group {index} ({type(child).__name__}) has no momentum; the "
+            f"betas={group['betas']!r} a scheduler wrote there (cycle_momentum) is recorded and not "
+            f"used, its lr is scheduled as usual. Pass cycle_momentum=False to the scheduler to "
+            f"silence this.", UserWarning, stacklevel=3)
 
     def _gradient_extremes(self) -> dict[torch.Tensor, float]:
         """``max |grad|`` of every guarded parameter of every child: one host sync per step."""

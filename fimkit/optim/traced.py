@@ -12,8 +12,9 @@ The traceable step keeps every tensor operation in the graph and takes the same 
 the same code in two custom operators, which the graph calls on the host when it runs (dynamo
 does not look inside them, so they neither break the graph nor recompile it):
 
-- ``fimkit::host_step``, once per ``step()``: one device-to-host copy of every guarded
-  gradient's ``aminmax`` (the step's one host sync, as the routed optimizer's eager step
+- ``fimkit::host_step``, once per ``step()`` (once for all the children of a routed optimizer:
+  :class:`HostRead`, :mod:`fimkit.optim.routed_traced`): one device-to-host copy of every
+  guarded gradient's ``aminmax`` (the step's one host sync, as the routed optimizer's eager step
   makes), then, per parameter, what the eager step does: the ``on_nonfinite`` policy (raise, or
   count and warn), the gradient unit (moved in place on the state), the step counter. It
   returns ``(finite, step, unit)`` per parameter, on the host and on the device.
@@ -78,30 +79,44 @@ def wanted(optimizer) -> bool:
 # ------------------------------------------------------------------------------ the host side
 @torch.library.custom_op("fimkit::host_step", mutates_args=("steps", "units", "state"))
 def _host_step(extremes: Tensor, steps: list[Tensor], units: list[Tensor], state: list[Tensor],
-               optimizer: int, layout: list[int], keys: str, grad_mode: bool) -> tuple[Tensor, Tensor]:
-    """Per parameter ``k`` (``layout[5k:5k+5]``: group index, index in the group, has a step
-    counter, has a unit, how many of ``state`` are its tensors of non-zero degree, named by
-    ``keys``, space-separated): the eager step's guard, unit and step counter. ``extremes`` is
-    ``aminmax`` of every gradient (zeros for an unguarded one). An exception raised here leaves
-    the compiled step's ``no_grad`` without restoring the grad mode, so it is restored to
-    ``grad_mode`` (the caller's) first."""
+               optimizers: list[int], layout: list[int], keys: str, grad_mode: bool) -> tuple[Tensor, Tensor]:
+    """Per parameter ``k`` (``layout[6k:6k+6]``: which of ``optimizers`` (handles) steps it, group
+    index, index in the group, has a step counter, has a unit, how many of ``state`` are its
+    tensors of non-zero degree, named by ``keys``, space-separated): the eager step's guard, unit
+    and step counter. ``extremes`` is ``aminmax`` of every gradient (zeros for an unguarded one).
+    An optimizer that is not a ChainOptimizer (a routed optimizer's torch child) has its guard
+    only (:func:`fimkit.optim.child_guard.admit`). An exception raised here leaves the compiled
+    step's ``no_grad`` without restoring the grad mode, so it is restored to ``grad_mode`` (the
+    caller's) first."""
     try:
-        return _host_rows_now(lookup(optimizer), extremes, steps, units, state, layout, keys.split())
+        return _host_rows_now([lookup(handle) for handle in optimizers], extremes, steps, units, state, layout,
+                              keys.split())
     except BaseException:
         torch.set_grad_enabled(grad_mode)
         raise
 
 
-def _host_rows_now(opt, extremes, steps, units, state, layout, keys) -> tuple[Tensor, Tensor]:
+def _host_rows_now(opts, extremes, steps, units, state, layout, keys) -> tuple[Tensor, Tensor]:
+    from .child_guard import admit, count_skips  # child_guard imports chain, which imports this module
+
     count = extremes.shape[0]
     remote = [j for j, s in enumerate(steps) if s.device.type != "cpu"]  # read with the extremes
     remote_steps = [steps[j].reshape(1).to(device=extremes.device, dtype=extremes.dtype) for j in remote]
     host = torch.cat([extremes.reshape(-1), *remote_steps]).tolist()
     read = dict(zip(remote, host[2 * count:]))
     rows, next_step, next_unit, next_state = [], 0, 0, 0
+    skipped = [0] * len(opts)
     for k in range(count):
-        group_index, index, has_step, has_unit, width = layout[5 * k:5 * k + 5]
+        slot, group_index, index, has_step, has_unit, width = layout[6 * k:6 * k + 6]
+        opt = opts[slot]
         group = opt.param_groups[group_index]
+        low, high = host[2 * k], host[2 * k + 1]
+        grad_max = max(-low, high) if math.isfinite(low) and math.isfinite(high) else math.inf
+        if not hasattr(opt, "_gradient_unit"):  # a torch optimizer: the routed optimizer's guard of it
+            finite = admit(opt, group, index, grad_max)
+            skipped[slot] += not finite
+            rows.append((float(finite), 0.0, 0.0))
+            continue
         p = group["params"][index]
         view = dict(zip(keys[next_state:next_state + width], state[next_state:next_state + width]))
         next_state += width
@@ -111,8 +126,6 @@ def _host_rows_now(opt, extremes, steps, units, state, layout, keys) -> tuple[Te
             view[UNIT_KEY] = unit_tensor
         finite, unit = True, unit_exponent(view)
         if group["on_nonfinite"] != "ignore":
-            low, high = host[2 * k], host[2 * k + 1]
-            grad_max = max(-low, high) if math.isfinite(low) and math.isfinite(high) else math.inf
             finite = guard.admit(opt, group, index, grad_max)
             if finite:
                 unit = opt._gradient_unit(view, grad_max, *opt._unit_rules(p, group))
@@ -130,12 +143,15 @@ def _host_rows_now(opt, extremes, steps, units, state, layout, keys) -> tuple[Te
                 t += 1
             next_step += 1
         rows.append((float(finite), t, float(unit)))
+    for opt, skips in zip(opts, skipped):
+        if not hasattr(opt, "_gradient_unit"):
+            count_skips(opt, skips)
     on_host = torch.tensor(rows, dtype=torch.float64)
     return on_host, on_host.to(device=extremes.device, dtype=extremes.dtype, copy=True)
 
 
 @_host_step.register_fake
-def _(extremes, steps, units, state, optimizer, layout, keys, grad_mode):
+def _(extremes, steps, units, state, optimizers, layout, keys, grad_mode):
     count = extremes.shape[0]
     return torch.empty(count, 3, dtype=torch.float64), extremes.new_empty(count, 3)
 
@@ -170,39 +186,75 @@ def refresh_if_due(block, update: Tensor, state: dict[str, Tensor], group: Group
 def step(optimizer, grad_mode: bool = True) -> None:
     """``optimizer.step()`` without graph breaks (see the module's docstring), under ``no_grad``;
     ``grad_mode`` is the caller's."""
-    live = []
+    params = live(optimizer)
+    if params:
+        read = HostRead()
+        start = read.add(optimizer, params)
+        apply(optimizer, params, *read.rows(grad_mode), start)
+
+
+def live(optimizer) -> list[tuple[int, Group, int, Tensor]]:
+    """``(group index, group, index, param)`` of every parameter the step takes, its state made."""
+    params = []
     for group_index, group in enumerate(optimizer.param_groups):
-        params = guard.live_params(optimizer, group)
-        if params:
+        taken = guard.live_params(optimizer, group)
+        if taken:
             optimizer._init_group(group)
-        live += [(group_index, group, index, p) for index, p in params]
-    if not live:
-        return
-    on_host, on_device = _host_rows(optimizer, live, grad_mode)
-    for k, (group_index, group, index, p) in enumerate(live):
+        params += [(group_index, group, index, p) for index, p in taken]
+    return params
+
+
+def apply(optimizer, params, on_host: Tensor, on_device: Tensor, start: int = 0) -> None:
+    """The updates of ``params`` (from :func:`live`), their host rows from ``start`` on."""
+    for k, (group_index, group, index, p) in enumerate(params, start):
         context = {**group, CONTEXT: (optimizer._trace_handle, group_index, on_host[k])}
         _step_param(optimizer, p, optimizer.state[p], context, on_device[k], group["on_nonfinite"] != "ignore")
 
 
-def _host_rows(optimizer, live, grad_mode: bool) -> tuple[Tensor, Tensor]:
-    pairs, steps, units, tensors, layout, keys = [], [], [], [], [], []
-    device = live[0][3].grad.device
-    wide = torch.float32 if device.type == "mps" else torch.float64  # no float64 on mps
-    for group_index, group, index, p in live:
-        state, grad = optimizer.state[p], p.grad
-        guarded = group["on_nonfinite"] != "ignore"
-        pairs.append(torch.stack(torch.aminmax(grad)).to(device=device, dtype=wide) if guarded and grad.numel()
-                     else torch.zeros(2, dtype=wide, device=device))
-        degrees = optimizer._unit_rules(p, group)[1]()[0] if guarded else {}
-        moved = [key for key, degree in degrees.items()
-                 if degree and key in state and state[key].is_floating_point()]
-        layout += [group_index, index, int("step" in state), int(UNIT_KEY in state), len(moved)]
-        steps += [state["step"]] if "step" in state else []
-        units += [state[UNIT_KEY]] if UNIT_KEY in state else []
-        tensors += [state[key] for key in moved]
-        keys += moved
-    return torch.ops.fimkit.host_step(torch.stack(pairs), steps, units, tensors, optimizer._trace_handle,
-                                      layout, " ".join(keys), grad_mode)
+class HostRead:
+    """The inputs of one ``fimkit::host_step`` for the parameters of one or more optimizers (a
+    routed optimizer's children: one host read for the whole step)."""
+
+    def __init__(self):
+        self.pairs, self.steps, self.units, self.tensors, self.layout, self.keys = [], [], [], [], [], []
+        self.handles: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def add(self, optimizer, params, guard_handle: int | None = None) -> int:
+        """Add ``params`` (``(group index, group, index, param)``) of ``optimizer``; returns the row
+        of the first. With ``guard_handle`` (the optimizer's handle, from :func:`register`: a torch
+        optimizer's parameters, every one guarded) the non-finite guard only, no unit or step
+        counter."""
+        guard_only = guard_handle is not None
+        start, slot = len(self.pairs), len(self.handles)
+        self.handles.append(guard_handle if guard_only else optimizer._trace_handle)
+        device = (self.pairs[0] if self.pairs else params[0][3].grad).device
+        wide = torch.float32 if device.type == "mps" else torch.float64  # no float64 on mps
+        for group_index, group, index, p in params:
+            grad = p.grad
+            guarded = guard_only or group["on_nonfinite"] != "ignore"
+            self.pairs.append(torch.stack(torch.aminmax(grad)).to(device=device, dtype=wide)
+                              if guarded and grad.numel() else torch.zeros(2, dtype=wide, device=device))
+            if guard_only:  # (its state is not read: the torch optimizer makes it while traced)
+                self.layout += [slot, group_index, index, 0, 0, 0]
+                continue
+            state = optimizer.state[p]
+            degrees = optimizer._unit_rules(p, group)[1]()[0] if guarded else {}
+            moved = [key for key, degree in degrees.items()
+                     if degree and key in state and state[key].is_floating_point()]
+            self.layout += [slot, group_index, index, int("step" in state), int(UNIT_KEY in state), len(moved)]
+            self.steps += [state["step"]] if "step" in state else []
+            self.units += [state[UNIT_KEY]] if UNIT_KEY in state else []
+            self.tensors += [state[key] for key in moved]
+            self.keys += moved
+        return start
+
+    def rows(self, grad_mode: bool) -> tuple[Tensor, Tensor]:
+        """Run the host operator: ``(finite, step, unit)`` per parameter, on the host and on the device."""
+        return torch.ops.fimkit.host_step(torch.stack(self.pairs), self.steps, self.units, self.tensors,
+                                          self.handles, self.layout, " ".join(self.keys), grad_mode)
 
 
 def _times_power_of_two(x: Tensor, exponent: Tensor) -> Tensor:

@@ -95,7 +95,7 @@ def extremes(tensors: list[Tensor]) -> list[float]:
         for row, i in enumerate(indices):
             rows[i] = block[row]
     pairs = torch.stack([row.to(rows[0].device) for row in rows]).tolist()  # state may span devices
-    return [max(low, high) if math.isfinite(low) and math.isfinite(high) else math.inf for low, high in pairs]
+    return [max(pair) if all(map(math.isfinite, pair)) else math.inf for pair in pairs]
 
 
 def _local_pair(t: Tensor, wide: torch.dtype) -> Tensor:

@@ -124,31 +124,39 @@ def bench_command(argv: list[str]) -> int:
     machine.pop("torch threads", None)   # per run below
     machine.pop("load average (1/5/15 min)", None)
     machine["freed memory (glibc)"] = "returned to the OS" if args.return_freed_memory else "kept, as in fimkit train"
-    runs = []
-    for count in threads:
-        load = _load()
-        run = run_at(plan, count)
-        run["load"] = f"{load} at the start, {_load()} at the end"
-        runs.append(run)
     label = (f"{len(shapes)} matrices ({', '.join(sorted({f'{s[0]}x{s[1]}' for s in shapes}))})" if args.shapes else
              f"the {args.model} model's {len(shapes)} attention and MLP matrices "
              f"({sum(s[0] * s[1] for s in shapes) / 1e6:.1f}M parameters, random gradients)")
     document = {"command": ("fimkit bench " + " ".join(shlex.quote(a) for a in argv)).strip(),
-                "revision": git_revision(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "revision": git_revision(),   # of the code that runs, before anyone commits during the run
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "device": torch.device(args.device).type, "machine": machine, "shapes": shapes,
-                "shapes_label": label, "runs": runs}
+                "shapes_label": label, "runs": []}
+    for count in threads:
+        load = _load()
+        run = run_at(plan, count)
+        run["load"] = f"{load} at the start, {_load()} at the end"
+        document["runs"].append(run)
+        if len(document["runs"]) < len(threads):   # what is done so far survives a run cut short
+            _save(document, args, partial=f"partial: {len(document['runs'])} of {len(threads)} thread counts")
+    print(markdown(document))
+    _save(document, args)
+    return 0
+
+
+def _save(document: dict, args, partial: str | None = None) -> None:
+    document = {**document, "partial": partial} if partial else document
     text = markdown(document)
-    print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
     if args.out_dir:
         written = write(document, args.out_dir, f"{document['device']}_bench")
-        sweeps = {run["threads"]: run["sweep"] for run in runs if "sweep" in run}
+        sweeps = {run["threads"]: run["sweep"] for run in document["runs"] if "sweep" in run}
         if sweeps:
             written += plot_sweep(sweeps, args.out_dir / f"{document['device']}_size_sweep")
-        print("wrote " + ", ".join(str(p) for p in written))
-    return 0
+        if not partial:
+            print("wrote " + ", ".join(str(p) for p in written))
 
 
 def _load() -> str:

@@ -83,7 +83,10 @@ def summary(runs: list[dict]) -> str:
 
 
 def markdown(document: dict) -> str:
-    lines = [f"# `fimkit bench` on {document['device']}", "",
+    lines = [f"# `fimkit bench` on {document['device']}", ""]
+    if document.get("partial"):
+        lines += [f"**{document['partial']}** (the run was cut short or is still going)", ""]
+    lines += [
              f"Command: `{document['command']}`  ", f"Revision: `{document['revision']}`  ",
              f"Date: {document['date']}  ", f"Shapes: {document['shapes_label']}", "",
              "Ratios within one table are what count: absolute times on this shared VM move 20-50% between "

@@ -246,6 +246,8 @@ def _worker(rank: int, world: int, port: int, scenario: str, parallel: str, fold
         results = SCENARIOS[scenario](parallel, Path(folder))
         if rank == 0:
             torch.save(results, Path(folder) / "results.pt")
+        # No rank tears gloo down while the other still uses it (a SIGABRT seen once under load).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

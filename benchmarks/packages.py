@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fimkit.optim import registered
+
 from .step_time import Candidate
 
 #: ``make(module, params, interval) -> optimizer``; interval: the refresh period (or None)
@@ -136,7 +138,13 @@ def _candidate(entry: ThirdParty, module, amortise_over: int) -> Candidate:
     interval = amortise_over if entry.interval == "K" else entry.interval
     label = f"{entry.distribution} {entry.algorithm}" + (f" (every {interval}, amortised)" if interval else "")
     make = entry.make
+    # the floor of the package's row is computed from fimkit's hyperparameters of the algorithm,
+    # which the package is built with (rank 1 for APOLLO-Mini, Alice's tracking, the interval)
+    hyperparameters = {**registered()[entry.algorithm].default_hyperparameters()}
+    if interval and "update_interval" in hyperparameters:
+        hyperparameters["update_interval"] = interval
     return Candidate(label, lambda params: make(module, params, interval), amortise_over=interval,
+                     hyperparameters=hyperparameters,
                      build_switching=(lambda params: make(module, params, 1)) if interval else None,
                      algorithm=entry.algorithm, package=entry.distribution, differs=entry.differs,
                      writes_gradients=entry.writes_gradients, min_warmup=entry.min_warmup)

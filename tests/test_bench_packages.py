@@ -28,6 +28,7 @@ def test_an_installed_package_yields_a_candidate_with_its_refresh_amortised():
     assert c.algorithm == "galore" and c.package == "torch" and c.amortise_over == 50
     assert c.build_switching is not None and c.differs == "stand-in"
     assert isinstance(c.build([torch.nn.Parameter(torch.zeros(2, 2))]), torch.optim.SGD)
+    assert c.hyperparameters["rank"] == 128 and c.hyperparameters["update_interval"] == 50   # fimkit's, for the floor
 
 
 def test_every_package_entry_stands_beside_a_registered_optimizer():

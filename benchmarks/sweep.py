@@ -63,6 +63,7 @@ def plot_sweep(sweeps: dict[int, dict], stem: Path) -> list[Path]:
     """One panel per thread count: step time against size, log-log (a slope of 2 is a cost that
     grows with the matrix's elements, 3 a cubic one). Writes ``stem``.png and ``stem``.svg."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -74,10 +75,12 @@ def plot_sweep(sweeps: dict[int, dict], stem: Path) -> list[Path]:
             color = plt.cm.tab20(index % 20)
             points = [(s, ms) for s, ms in zip(sizes, steps) if ms is not None]
             if points:
-                ax.plot(*zip(*points), "o-", color=color, label=label, lw=1.4, ms=3)
+                style = "s--" if label.startswith("torch") else "o-"   # the references dashed
+                ax.plot(*zip(*points), style, color=color, label=label, lw=1.4, ms=3)
         ax.set(xscale="log", yscale="log", xlabel="matrix size n (one n x n matrix)",
                title=f"{threads} thread{'s' if threads > 1 else ''}")
         ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())   # no 3x10^2 labels between sizes
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("step time (ms)")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -92,9 +92,9 @@ THIRD_PARTY: tuple[ThirdParty, ...] = (
                differs="Newton-Schulz in bfloat16 (fimkit: float32); torch.compile'd (inductor C++, default mode)",
                min_warmup=3),
     ThirdParty("soap", "heavyball", "heavyball",
-               lambda hb, p, k: _heavyball(hb).SOAP(p, lr=0.003, betas=(0.95, 0.95), shampoo_beta=0.95, weight_decay=0.0,
-                                        precondition_frequency=k, max_precond_dim=10_000,
-                                        use_precond_schedule=False),
+               lambda hb, p, k: _heavyball(hb).SOAP(p, lr=0.003, betas=(0.95, 0.95), shampoo_beta=0.95,
+                                                    weight_decay=0.0, precondition_frequency=k,
+                                                    max_precond_dim=10_000, use_precond_schedule=False),
                interval=10, differs="torch.compile'd (inductor C++, default mode)", min_warmup=3),
 )
 

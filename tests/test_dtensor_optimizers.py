@@ -12,6 +12,7 @@ SOAP / Eigen-Adam refresh their bases every 3, so 10 steps include several switc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
@@ -109,13 +110,14 @@ def relative_error(a: dict, b: dict) -> float:
     return max(((a[k].double() - b[k].double()).norm() / b[k].double().norm().clamp_min(1e-30)).item() for k in a)
 
 
-def state_digest(optimizer) -> str:
-    """A hash of every state tensor (to check that the ranks hold the same state)."""
+def state_digest(optimizer, plain_only: bool = False) -> str:
+    """A hash of every state tensor (to check that the ranks hold the same state); ``plain_only``:
+    of the plain ones alone (which a checkpoint saves once, as if replicated)."""
     digest = hashlib.sha256()
     for state in optimizer.state.values():
         for key in sorted(state):
             value = state[key]
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor) and not (plain_only and hasattr(value, "to_local")):
                 value = value.full_tensor() if hasattr(value, "full_tensor") else value
                 raw = value.detach().cpu().reshape(-1).contiguous().view(torch.uint8)
                 digest.update(key.encode() + raw.numpy().tobytes())
@@ -141,11 +143,54 @@ def equivalence(parallel: str, folder: Path) -> dict:
         train(module, optimizer, range(STEPS), "none", micro_batches=1)
         one_backward = whole(model)
         model, module, optimizer = build(name, parallel)
-        train(module, optimizer, range(STEPS), parallel)
+        with counting_gathers() as gathers:
+            train(module, optimizer, range(STEPS), parallel)
         results[name] = {"error": relative_error(whole(model), oracle),
                          "error_one_backward": relative_error(whole(model), one_backward),
-                         "same_state": same_on_every_rank(state_digest(optimizer))}
+                         "same_state": same_on_every_rank(state_digest(optimizer)),
+                         "same_plain_state": same_on_every_rank(state_digest(optimizer, plain_only=True)),
+                         "gathers": gathers[0], "layout": state_layout(model, optimizer)}
     return results
+
+
+@contextlib.contextmanager
+def counting_gathers():
+    """``[n]``: how many times ``DTensor.full_tensor`` (the gathered step's all-gather of a whole
+    tensor) ran inside the block (calls from the optimizer's step only: the test's own gathers
+    come after it)."""
+    from torch.distributed.tensor import DTensor
+
+    count, original = [0], DTensor.full_tensor
+
+    def full_tensor(self, *args, **kwargs):
+        count[0] += 1
+        return original(self, *args, **kwargs)
+
+    DTensor.full_tensor = full_tensor
+    try:
+        yield count
+    finally:
+        DTensor.full_tensor = original
+
+
+def state_layout(model, optimizer) -> dict[str, str]:
+    """Per parameter: "sharded" when every per-entry state tensor is a DTensor on the parameter's
+    mesh whose local shard holds as many entries as the parameter's, "plain" when every one is a
+    plain tensor, "mixed" otherwise (torch's Adam of the routed case keeps DTensors too)."""
+    layout = {}
+    for name, p in model.named_parameters():
+        kinds = set()
+        for value in optimizer.state[p].values():
+            if not isinstance(value, torch.Tensor) or not value.ndim:
+                continue
+            if hasattr(value, "to_local"):
+                same = (value.device_mesh == p.device_mesh and value.numel() == p.numel()
+                        and value.to_local().numel() == p.to_local().numel())
+                kinds.add("sharded" if same else "wrongly sharded")
+            else:
+                kinds.add("plain")
+        layout[name] = kinds.pop() if len(kinds) == 1 else "mixed" if kinds else "none"
+    return layout
 
 
 def nonfinite_on_one_rank(parallel: str, folder: Path) -> dict:
@@ -269,7 +314,34 @@ def test_every_optimizer_on_two_ranks_gives_the_single_process_weights(parallel,
     print({name: f"{r['error']:.1e} ({r['error_one_backward']:.1e})" for name, r in results.items()})
     assert sorted(results) == sorted(CASES)
     assert {name: r["error"] for name, r in results.items() if not r["error"] <= TOLERANCE} == {}
-    assert [name for name, r in results.items() if not r["same_state"]] == []
+    assert [name for name, r in results.items() if not (r["same_state"] and r["same_plain_state"])] == []
+    if parallel == "fsdp2":  # element-wise steps on local shards (bit for bit), the rest gathered
+        assert results["adam"]["error"] == 0.0
+        assert {name: r["gathers"] for name, r in results.items()} == {name: expected_gathers(name) for name in CASES}
+        assert {name: r["layout"] for name, r in results.items()} == {name: expected_layout(name) for name in CASES}
+
+
+MATRICES = ("up.weight", "down.weight", "head.weight")
+VECTORS = ("up.bias", "norm.weight", "norm.bias", "head.bias")
+
+
+def expected_gathers(name: str) -> int:
+    """All-gathers of a whole tensor in ``STEPS`` steps: G and W of every tensor a step gathers;
+    none for element-wise steps (fimkit's Adam, the built-in Adam of a matrix-only optimizer's
+    vectors, torch's Adam of the routed case's vectors)."""
+    if name == "adam":
+        return 0
+    gathered = MATRICES if name == ROUTED or registered()[name].matrix_only else MATRICES + VECTORS
+    return 2 * STEPS * len(gathered)
+
+
+def expected_layout(name: str) -> dict[str, str]:
+    if name == "adam" or name == ROUTED:
+        return {**dict.fromkeys(VECTORS, "sharded"), **dict.fromkeys(MATRICES, "sharded" if name == "adam" else "plain")}
+    cls = registered()[name]
+    stateless = name in ("swan", "sinkgd")  # their matrices keep no per-entry state
+    return {**dict.fromkeys(VECTORS, "sharded" if cls.matrix_only else "plain"),
+            **dict.fromkeys(MATRICES, "none" if stateless else "plain")}
 
 
 def test_a_nan_in_one_ranks_shard_makes_every_rank_skip_that_step(tmp_path):

@@ -18,9 +18,10 @@ from torch import Tensor
 from ..linalg import norm_growth_limiter
 from ..normalisation import rescale_to_rms, standardize_rows
 from ..structures.base import Structure
+from ..structures.diagonal import Diagonal
 from .chain import Block, Group, ScalarBlock, State
 from .domains import BETAS, BOOLEAN, NON_NEGATIVE, POSITIVE, real
-from .preconditioners import Preconditioner, preconditioner_for
+from .preconditioners import Preconditioner, StatisticPreconditioner, preconditioner_for
 
 
 class Momentum(Block):
@@ -29,6 +30,7 @@ class Momentum(Block):
     hyperparameters = {"betas": (0.9, 0.999), "bias_correction": True}
     domains = {"betas": BETAS, "bias_correction": BOOLEAN}
     needs_step = True
+    elementwise = True
 
     def init_state(self, m, n, like, group):
         return {"exp_avg": like.new_zeros(m, n)} if group["betas"][0] > 0 else {}
@@ -63,6 +65,9 @@ class Precondition(Block):
         self.hyperparameters = self.preconditioner.hyperparameters
         self.domains = self.preconditioner.domains
         self.needs_step = self.preconditioner.needs_step
+        # Diagonal's statistic G*G, fit and G / (sqrt(d) + eps) are per entry (Adam); every other
+        # structure couples entries (a row, a column, a Gram), as a user's may.
+        self.elementwise = type(structure) is Diagonal and type(self.preconditioner) is StatisticPreconditioner
 
     def __repr__(self) -> str:
         return f"Precondition({self.structure!r})"
@@ -89,12 +94,16 @@ class Precondition(Block):
 class LearningRate(ScalarBlock):
     """The final signed change ``-lr * X``."""
 
+    elementwise = True
+
     def factor(self, update, state, group, step):
         return -group["lr"]
 
 
 class Scale(ScalarBlock):
     """``alpha * X`` with ``alpha`` read from the hyperparameter named ``name``."""
+
+    elementwise = True
 
     def __init__(self, name: str = "alpha", default: float = 1.0):
         self.name = name

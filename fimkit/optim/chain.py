@@ -41,7 +41,7 @@ def with_saved_classes(optimizer: torch.optim.Optimizer, state_dict: dict[str, A
 
 
 #: attributes that copies and pickles keep (torch's ``__getstate__`` keeps none)
-KEPT_ATTRIBUTES = ("nonfinite_skips", "traceable_step")
+KEPT_ATTRIBUTES = ("nonfinite_skips", "traceable_step", "sharded_step")
 
 COMMON_HYPERPARAMETERS = {
     "lr": 1e-3,
@@ -72,6 +72,9 @@ class ChainOptimizer(torch.optim.Optimizer):
     #: None: the traceable step (:mod:`fimkit.optim.traced`) while torch.compile traces, else the
     #: eager one; True: the traceable step always; False: the eager step always
     traceable_step: bool | None = None
+    #: DTensor parameters: "auto" steps element-wise chains (every block ``Block.elementwise``:
+    #: ``elementwise``) on local shards, "gather" gathers them too (fimkit.optim.sharded)
+    sharded_step, elementwise = "auto", False
 
     @classmethod
     def common_hyperparameters(cls) -> dict[str, Any]:
@@ -111,6 +114,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         readers = [i for i in range(start + 1, len(cls.blocks)) if cls.blocks[i].reads_update]
         start = readers[-1] if readers else start
         cls._body, cls._scalar_tail = cls.blocks[:start], cls.blocks[start:]
+        cls.elementwise = bool(cls.blocks) and all(block.elementwise for block in cls.blocks)
 
     @classmethod
     def default_hyperparameters(cls) -> dict[str, Any]:
@@ -303,8 +307,8 @@ class ChainOptimizer(torch.optim.Optimizer):
         return unit
 
     def _step_param(self, p: Tensor, group: Group, grad_max: float | None = None) -> None:
-        if sharded.is_dtensor(p):  # the same step on the whole weight and gradient, gathered
-            sharded.step_gathered(self._step_param, self.state, p, group, grad_max)
+        if sharded.is_dtensor(p):  # on the local shard (element-wise steps) or gathered
+            sharded.step_dtensor(self, p, group, grad_max)
             return
         if self._takes_builtin_adam(p, group):
             builtin_adam.step_param(self, p, group, grad_max)

@@ -30,6 +30,12 @@ class Block:
     hyperparameters: ClassVar[dict[str, Any]] = {}
     #: the valid values of each of them (``fimkit.optim.domains``), checked for every param group
     domains: ClassVar[dict[str, Domain]] = {}
+    #: whether the block maps each entry of its input to an entry of its output using only that
+    #: entry's own state and numbers the same everywhere (hyperparameters, the step count): then a
+    #: chain of such blocks steps a shard of a parameter on its own, with state sharded like it
+    #: (``fimkit.optim.sharded``). False (the default) for anything reading a row, a column, a norm
+    #: or the whole matrix; a block opts in.
+    elementwise: ClassVar[bool] = False
     #: whether the block reads the per-parameter step counter
     needs_step: ClassVar[bool] = False
 

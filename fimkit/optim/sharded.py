@@ -34,6 +34,7 @@ against.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import sys
 from typing import Any
@@ -117,7 +118,95 @@ def _reduced(t):
     return t.redistribute(t.device_mesh, [Replicate() if p.is_partial() else p for p in t.placements])
 
 
+#: the mesh of the DTensor parameter whose local shard is being stepped (:func:`step_local`): a
+#: host decision read from that shard's state (a unit's descent room) is reduced over it
+_SHARD_MESH: contextvars.ContextVar = contextvars.ContextVar("fimkit_shard_mesh", default=None)
+
+
+def max_over_shards(values: Tensor) -> Tensor:
+    """``values`` (one number per state tensor) MAX-reduced over the ranks holding the other shards
+    of the parameter being stepped on its shard; ``values`` itself outside such a step."""
+    mesh = _SHARD_MESH.get()
+    if mesh is None:
+        return values
+    reduced = values.to(mesh.device_type, copy=True)  # NCCL reduces device tensors only
+    for dim in range(mesh.ndim):
+        torch.distributed.all_reduce(reduced, op=torch.distributed.ReduceOp.MAX, group=mesh.get_group(dim))
+    return reduced.to(values.device)
+
+
 # -------------------------------------------------------------------------- the step
+def step_dtensor(optimizer, p, group: dict, grad_max: float | None) -> None:
+    """``optimizer``'s step of the DTensor parameter ``p``: on its local shard when the step is
+    element-wise and the shard layout allows it (:func:`shard_layout`), else gathered."""
+    layout = shard_layout(optimizer, p, group)
+    if layout is None:
+        step_gathered(optimizer._step_param, optimizer.state, p, group, grad_max)
+    else:
+        step_local(optimizer._step_param, optimizer.state, p, group, grad_max, *layout)
+
+
+def shard_layout(optimizer, p, group: dict):
+    """``(shape, placements)`` of ``p``'s state as DTensors when ``optimizer`` steps ``p`` on its
+    local shard, None when it gathers. The shard path needs an element-wise step (the built-in
+    Adam, or a chain of ``Block.elementwise`` blocks: fimkit's Adam), ``p``'s placements
+    ``Shard(0)`` or ``Replicate`` (FSDP2's, HSDP's: a shard of the matrix view is then a block of
+    rows, or of a vector's entries), and state that one process keeps untransposed, so that the
+    sharded state is one process's state cut as the parameter is. ``optimizer.sharded_step =
+    "gather"`` forces the gathered step (for debugging)."""
+    from torch.distributed.tensor import Shard
+
+    from .protocol import matrix_shape, working_shape
+
+    if getattr(optimizer, "sharded_step", "auto") == "gather" or p.ndim == 0:
+        return None
+    if not all(pl.is_replicate() or pl.is_shard(0) for pl in p.placements):
+        return None
+    if optimizer._takes_builtin_adam(p, group):
+        return tuple(p.shape), tuple(p.placements)
+    m, n = matrix_shape(p.shape)
+    if not optimizer.elementwise or working_shape(m, n, group["transpose_to_short_side"])[2]:
+        return None
+    # the chain keeps state in the matrix view: a vector's entries are its columns
+    dim = 0 if p.ndim >= 2 else 1
+    return (m, n), tuple(Shard(dim) if pl.is_shard() else pl for pl in p.placements)
+
+
+def step_local(step_param, state: dict, p, group: dict, grad_max: float | None, shape: tuple[int, ...],
+               placements: tuple) -> None:
+    """One step of the DTensor parameter ``p`` on its local shard alone: ``step_param(local, group,
+    grad_max)`` on the plain local tensor (written in place), with ``p``'s gradient's local shard
+    and the local shards of its state; state tensors come back as DTensors of the global
+    ``shape`` cut as ``placements`` (what ``torch.distributed.checkpoint`` saves sharded: a plain
+    tensor that differs between ranks would be saved once, as if replicated). ``grad_max`` is the
+    whole gradient's (:func:`extremes`), so the guard and the unit decide alike on every rank."""
+    from torch.distributed.tensor import DTensor
+
+    local = p.detach().to_local()  # shares p's storage: the step writes the new weights into it
+    grad = _reduced(p.grad)
+    if tuple(grad.placements) != tuple(p.placements):
+        grad = grad.redistribute(p.device_mesh, p.placements)
+    local.grad = grad.to_local()
+    own = state[p]
+    views = {key: value.to_local() if is_dtensor(value) else value for key, value in own.items()}
+    state[local] = views
+    token = _SHARD_MESH.set(p.device_mesh)
+    try:
+        step_param(local, group, grad_max)
+    finally:
+        _SHARD_MESH.reset(token)
+        del state[local]
+    stride = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
+    for key, value in views.items():
+        if isinstance(value, Tensor) and value.ndim:  # a per-entry state tensor (step, unit: 0-d)
+            if value.ndim != len(shape):
+                raise RuntimeError(f"state {key!r} of shape {tuple(value.shape)} is not per entry of a "
+                                   f"parameter whose state has shape {shape}; the step is not element-wise")
+            value = DTensor.from_local(value, p.device_mesh, placements, run_check=False, shape=shape,
+                                       stride=stride)
+        own[key] = value
+
+
 def step_gathered(step_param, state: dict, p: Tensor, group: dict, grad_max: float | None) -> None:
     """One step of the DTensor parameter ``p``: ``step_param(proxy, group, grad_max)`` (the
     optimizer's own step of a plain parameter) on a plain ``proxy`` holding the whole weight and

@@ -32,7 +32,7 @@ import math
 import torch
 from torch import Tensor
 
-from .sharded import extremes, is_dtensor
+from .sharded import extremes, is_dtensor, max_over_shards
 
 #: the state key of the unit's exponent (absent: 0, the ordinary case)
 UNIT_KEY = "grad_unit"
@@ -84,10 +84,13 @@ def descent_room(state: dict[str, Tensor], degrees: dict[str, float], limit: int
     comfortable range (so derived quantities, a bias correction, a norm, stay finite). Reads the
     state's magnitudes: one host sync, only when the unit comes down (after huge gradients)."""
     tensors = [(degree, state[key]) for key, degree in degrees.items()
-               if degree > 0 and key in state and state[key].is_floating_point() and state[key].numel()]
+               if degree > 0 and key in state and state[key].is_floating_point()]
     if not tensors:
         return math.inf
-    maxima = torch.stack([t.abs().amax().double().cpu() for _, t in tensors]).tolist()
+    # an empty tensor counts as 0 (no room taken); the maxima of a shard's state are taken over
+    # every shard (fimkit.optim.sharded), so every rank moves the unit alike
+    maxima = max_over_shards(torch.stack([t.abs().amax().double().cpu() if t.numel() else
+                                          torch.zeros((), dtype=torch.float64) for _, t in tensors])).tolist()
     room = math.inf
     for (degree, _), value in zip(tensors, maxima):
         if value > 0:

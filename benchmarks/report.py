@@ -86,13 +86,12 @@ def markdown(document: dict) -> str:
     lines = [f"# `fimkit bench` on {document['device']}", ""]
     if document.get("partial"):
         lines += [f"**{document['partial']}** (the run was cut short or is still going)", ""]
-    lines += [
-             f"Command: `{document['command']}`  ", f"Revision: `{document['revision']}`  ",
-             f"Date: {document['date']}  ", f"Shapes: {document['shapes_label']}", "",
-             "Ratios within one table are what count: absolute times on this shared VM move 20-50% between "
-             "runs. Floor = max(necessary bytes / bandwidth of torch's fused Adam, necessary matmul flops / "
-             "GEMM rate), both measured in the same rounds (`benchmarks/floors.py`, `benchmarks/README.md`).",
-             "", "| machine | |", "|---|---|"]
+    lines += [f"Command: `{document['command']}`  ", f"Revision: `{document['revision']}`  ",
+              f"Date: {document['date']}  ", f"Shapes: {document['shapes_label']}", "",
+              "Ratios within one table are what count: absolute times on this shared VM move 20-50% between "
+              "runs. Floor = max(necessary bytes / bandwidth of torch's fused Adam, necessary matmul flops / "
+              "GEMM rate), both measured in the same rounds (`benchmarks/floors.py`, `benchmarks/README.md`).",
+              "", "| machine | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in document["machine"].items()]
     lines += ["", "## Targets (issue 14), summary", "", summary(document["runs"])]
     for run in document["runs"]:

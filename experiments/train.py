@@ -245,10 +245,10 @@ def _train(cfg: TrainConfig, out: Path, ranks: Ranks, device: torch.device, resu
         write_text_atomic(out / RUN_TOML, to_toml(cfg, RUN_TOML_HEADER.format(out=out)))
     resume_step = loop["step"] if saved is not None else None
     metrics = MetricsLog(out / METRICS, resume_step=resume_step) if ranks.main else None
-    # switches.jsonl reads the optimizer's bases: rank 0's under DDP (every rank's are the same);
-    # an FSDP2 rank holds a shard of them, so it is not written there
-    switch_log = ranks.main and cfg.parallel != "fsdp2"
-    switches = SwitchLog(optimizer, out, resume_step=resume_step) if switch_log else NO_SWITCHES
+    # switches.jsonl reads the optimizer's bases, rank 0's: every rank holds the same whole ones,
+    # under DDP and under FSDP2 (a subspace optimizer's step is gathered, fimkit.optim.sharded),
+    # so reading them is no collective
+    switches = SwitchLog(optimizer, out, resume_step=resume_step) if ranks.main else NO_SWITCHES
     sinks = open_sinks(cfg, out, resume_step) if ranks.main else []
     forward = torch.compile(module) if cfg.compile else module
     n_params = sum(p.numel() for p in model.parameters())

@@ -37,6 +37,7 @@ from experiments.checkpoint import (
 from experiments.config import TrainConfig
 from experiments.distributed import free_port
 from experiments.metrics import METRICS, MetricsLog
+from experiments.switch_log import SWITCHES
 from experiments.train import train
 from experiment_helpers import micro_config
 
@@ -199,6 +200,14 @@ def test_two_processes_give_the_single_process_weights_and_losses(single, cache,
     on_ranks(cfg)
     assert relative_error(weights(cfg.out), weights(one.out)) <= TOLERANCE
     assert loss_error(losses(cfg.out), losses(one.out)) <= TOLERANCE
+    if optimizer == "alice":  # rank 0 writes switches.jsonl from its (whole) bases, under FSDP2 too
+        ours, theirs = switches(cfg.out), switches(one.out)
+        assert [r[:2] for r in ours] == [r[:2] for r in theirs] and ours
+        assert all(abs(a - b) <= 1e-4 for r, q in zip(ours, theirs) for a, b in zip(r[2], q[2], strict=True))
+
+
+def switches(out: str | Path) -> list[tuple]:
+    return [(r["step"], r["param"], r["cos"]) for r in MetricsLog.read(Path(out) / SWITCHES)]
 
 
 def test_fsdp2_on_two_processes_gives_the_single_process_weights_and_losses(single, fsdp2_run):

@@ -32,6 +32,8 @@ NAMES = sorted(registered())
 #: and fimkit.build_optimizer's routing: Alice on the matrices, torch's Adam (sharded state) on the vectors
 ROUTED = "routed:alice"
 CASES = [*NAMES, ROUTED]
+#: fimkit's Adam with ``sharded_step="gather"`` (the debugging switch: gathered like the rest)
+GATHERED = "gather:adam"
 STEPS = 10
 #: relative error allowed against one process (gradients are averaged in another order)
 TOLERANCE = 1e-5
@@ -76,6 +78,10 @@ def build(name: str, parallel: str, seed: int = 0):
     elif parallel == "ddp":
         module = nn.parallel.DistributedDataParallel(model)
     torch.manual_seed(seed)
+    if name == GATHERED:
+        optimizer = registered()["adam"](model.parameters())
+        optimizer.sharded_step = "gather"
+        return model, module, optimizer
     if name.startswith("routed:"):
         name = name.removeprefix("routed:")
         return model, module, fimkit.build_optimizer(model, name, **SETTINGS.get(name, {}))
@@ -135,7 +141,7 @@ def equivalence(parallel: str, folder: Path) -> dict:
     """Per optimizer: the relative error against one process after ``STEPS`` steps, and whether
     every rank holds the same state."""
     results = {}
-    for name in CASES:
+    for name in (*CASES, GATHERED):
         model, module, optimizer = build(name, "none")
         train(module, optimizer, range(STEPS), "none")
         oracle = whole(model)
@@ -239,6 +245,10 @@ def checkpoint_resume(parallel: str, folder: Path) -> dict:
         train(module, optimizer, range(SAVE_STEP), parallel)
         model_state, optimizer_state = get_state_dict(model, optimizer)
         dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=folder / name)
+        metadata = dcp.FileSystemReader(folder / name).read_metadata().state_dict_metadata
+        # the state tensors saved in one chunk per rank (sharded), not once (replicated)
+        chunked = sorted(key.removeprefix("optimizer.state.") for key, entry in metadata.items()
+                         if key.startswith("optimizer.state.") and len(getattr(entry, "chunks", ())) > 1)
 
         model, module, optimizer = build(name, parallel, seed=1)  # other weights, another switch seed
         fresh = whole(model)
@@ -251,7 +261,7 @@ def checkpoint_resume(parallel: str, folder: Path) -> dict:
         resumed = whole(model)
         results[name] = {"exact": all(torch.equal(resumed[k], straight[k]) for k in straight),
                          "same_state": state_digest(optimizer) == straight_state,
-                         "init_step_kept_weights": init_step_kept_weights}
+                         "init_step_kept_weights": init_step_kept_weights, "chunked": chunked}
     return results
 
 
@@ -312,13 +322,14 @@ def test_every_registered_optimizer_is_covered():
 def test_every_optimizer_on_two_ranks_gives_the_single_process_weights(parallel, tmp_path):
     results = on_two_ranks("equivalence", parallel, tmp_path)
     print({name: f"{r['error']:.1e} ({r['error_one_backward']:.1e})" for name, r in results.items()})
-    assert sorted(results) == sorted(CASES)
+    assert sorted(results) == sorted([*CASES, GATHERED])
     assert {name: r["error"] for name, r in results.items() if not r["error"] <= TOLERANCE} == {}
     assert [name for name, r in results.items() if not (r["same_state"] and r["same_plain_state"])] == []
     if parallel == "fsdp2":  # element-wise steps on local shards (bit for bit), the rest gathered
-        assert results["adam"]["error"] == 0.0
-        assert {name: r["gathers"] for name, r in results.items()} == {name: expected_gathers(name) for name in CASES}
-        assert {name: r["layout"] for name, r in results.items()} == {name: expected_layout(name) for name in CASES}
+        assert results["adam"]["error"] == results[GATHERED]["error"] == 0.0
+        cases = [*CASES, GATHERED]
+        assert {name: r["gathers"] for name, r in results.items()} == {name: expected_gathers(name) for name in cases}
+        assert {name: r["layout"] for name, r in results.items()} == {name: expected_layout(name) for name in cases}
 
 
 MATRICES = ("up.weight", "down.weight", "head.weight")
@@ -331,11 +342,17 @@ def expected_gathers(name: str) -> int:
     vectors, torch's Adam of the routed case's vectors)."""
     if name == "adam":
         return 0
+    if name == GATHERED:
+        return 2 * STEPS * len(MATRICES + VECTORS)
     gathered = MATRICES if name == ROUTED or registered()[name].matrix_only else MATRICES + VECTORS
     return 2 * STEPS * len(gathered)
 
 
 def expected_layout(name: str) -> dict[str, str]:
+    """Per parameter, what ``state_layout`` finds: sharded state for the element-wise steps, plain
+    (whole, the same on every rank) for the gathered ones."""
+    if name == GATHERED:
+        return dict.fromkeys(MATRICES + VECTORS, "plain")
     if name == "adam" or name == ROUTED:
         return {**dict.fromkeys(VECTORS, "sharded"), **dict.fromkeys(MATRICES, "sharded" if name == "adam" else "plain")}
     cls = registered()[name]
@@ -355,7 +372,17 @@ def test_a_nan_in_one_ranks_shard_makes_every_rank_skip_that_step(tmp_path):
 def test_an_fsdp2_checkpoint_resumes_every_optimizer_exactly(tmp_path):
     results = on_two_ranks("checkpoint", "fsdp2", tmp_path)
     assert sorted(results) == sorted(CASES)
-    assert [name for name, r in results.items() if not all(r.values())] == []
+    assert [name for name, r in results.items() if not all(v for k, v in r.items() if k != "chunked")] == []
+    # sharded state is saved sharded (a chunk per rank), the gathered steps' state once
+    assert {name: r["chunked"] for name, r in results.items()} == {name: expected_chunked(name) for name in CASES}
+
+
+def expected_chunked(name: str) -> list[str]:
+    if name == "adam":
+        return sorted(f"{p}.{key}" for p in MATRICES + VECTORS for key in ("exp_avg", "fisher_d"))
+    if name == ROUTED or registered()[name].matrix_only:  # their vectors' (built-in or torch's) Adam
+        return sorted(f"{p}.{key}" for p in VECTORS for key in ("exp_avg", "exp_avg_sq"))
+    return []
 
 
 @pytest.mark.slow  # torch.compile: half a minute on 2 cores

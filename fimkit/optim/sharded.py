@@ -1,7 +1,21 @@
 """DTensor parameters (FSDP2's ``fully_shard``): every fimkit optimizer computes exactly what it
-computes on one process (issue 13).
+computes on one process (issue 13). :func:`step_dtensor` picks one of two strategies per parameter.
 
-**Strategy: gather, compute replicated, keep the local shard.** For a parameter that is a
+**Element-wise steps: on the local shard.** When every entry's update depends on that entry
+alone (a chain of ``Block.elementwise`` blocks, ``ChainOptimizer.elementwise``: fimkit's Adam;
+and the built-in Adam of a matrix-only optimizer's vectors), :func:`step_local` runs the
+unchanged step on the plain local shards of the weight, the gradient and the state: no
+all-gather, the same arithmetic per entry as one process (bit-identical weights). The state is
+DTensors of the parameter's mesh, cut as the parameter is (the chain's matrix view: a vector's
+``(1, n)`` view is ``Shard(1)``), as torch's Adam keeps it under FSDP2, so
+``torch.distributed.checkpoint`` saves it sharded and reshards it on load; plain tensors that
+differ between ranks would be saved once, as if replicated. The step count and the unit's
+exponent stay plain CPU scalars, the same on every rank. A unit that comes down reads the
+state's maxima, MAX-reduced over the shards (:func:`max_over_shards`). Needs placements
+``Shard(0)`` or ``Replicate`` (FSDP2, HSDP) and state that one process keeps untransposed
+(``transpose_to_short_side`` off or a wide matrix); otherwise the step is gathered.
+
+**Everything else: gather, compute replicated, keep the local shard.** For a parameter that is a
 ``DTensor``, :func:`step_gathered` all-gathers the whole gradient and the whole weight
 (``full_tensor()``), runs the optimizer's unchanged step on these plain tensors, and copies this
 rank's shard of the new weight back into the parameter's local tensor. Every rank runs the same
@@ -20,13 +34,15 @@ arithmetic on the same numbers, so:
   ``max |G|`` (``inf`` for a NaN or an infinity) with a MAX all-reduce over the mesh, so a NaN in
   one rank's shard makes every rank skip that parameter.
 
-**Cost.** Communication per step and parameter: an all-gather of G and of W (each the size of
-the parameter), plus one all-reduce of two numbers per parameter for the guard (one collective
-for all of them). Memory per rank: the whole optimizer state (it is replicated, not sharded) and,
-transiently, one whole G and W. Sharding the state would need each matrix's factorisation owned
-by one rank (round-robin, results scattered back) and partial-sum reductions for the row/column
-statistics of RACS and Adafactor; this module is the exact baseline such a scheme is tested
-against.
+**Cost.** Communication per step and parameter: on the local shard none (beyond the guard's);
+gathered, an all-gather of G and of W (each the size of the parameter). Both: one all-reduce of
+two numbers per parameter for the guard (one collective for all of them). Memory per rank: on
+the local shard, the state's shard (1/N of it); gathered, the whole optimizer state (replicated)
+and, transiently, one whole G and W. RACS and Adafactor are gathered: their row and column
+statistics by partial sums are not done (DECISIONS DT2 says what stands in the way), nor is each
+matrix's factorisation owned by one rank; the gathered step is the exact baseline such schemes
+are tested against. ``optimizer.sharded_step = "gather"`` (an attribute, default ``"auto"``)
+gathers element-wise steps too, for debugging.
 
 ``torch.compile`` of a step over DTensor parameters takes the eager step (graph breaks and all);
 ``traceable_step=True`` with DTensor parameters is a ``ValueError``.

@@ -218,8 +218,12 @@ def trajectory_note(trajectory: Path | None, runs: Runs) -> list[str]:
     from experiments.train import RESUMABLE_CHANGES
 
     adam = runs.role("paper").get("adam")
-    if trajectory is None or adam is None or not (trajectory / "summary.json").exists():
+    if trajectory is None or adam is None:
         return []
+    if not (trajectory / "summary.json").exists():
+        return [f"\nThe diagnosed run's folder (`{trajectory}`) is not on the machine that wrote this report, so "
+                f"whether it repeats the reproduction's `{adam.id}` was not checked here (rerun the `fimkit "
+                f"diagnose` command above, then this script)."]
     mine, theirs = (json.loads((folder / "config.json").read_text())["train"]
                     for folder in (trajectory, runs.runs_dir / adam.id))
     # hyperparameters a version of the code records only as defaults are not differences

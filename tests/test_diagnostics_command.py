@@ -169,3 +169,14 @@ def test_report_says_how_two_runs_compare(diagnosed, tmp_path):
     report = write_report(results, Runs.load(protocol, tmp_path / "runs"), None).read_text()
     assert "Two optimizers have a finished run (still running: alice, alice0, galore, fira)" in report
     assert f"{worse_fit}'s F~ fits worse" in report and "ends lower" in report and "the opposite order" in report
+
+
+def test_report_says_when_the_diagnosed_run_is_not_here_to_check(tmp_path):
+    from types import SimpleNamespace
+
+    from paper_figs.fig_diagnostics import trajectory_note
+
+    runs = SimpleNamespace(role=lambda role: {"adam": SimpleNamespace(id="adam-lr0.001-s0")})
+    (note,) = trajectory_note(tmp_path / "absent", runs)
+    assert "not checked here" in note and "adam-lr0.001-s0" in note
+    assert trajectory_note(None, runs) == []

@@ -20,12 +20,13 @@ for ``help()``, ``inspect`` and tools that build optimizers from keyword argumen
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from . import builtin_adam, guard, sharded, traced, units
+from . import builtin_adam, guard, multi_tensor, sharded, traced, units
 from .domains import BOOLEAN, NON_NEGATIVE, STATE_DTYPE, check_group, choice
 from .protocol import (  # noqa: F401 - re-exported: fimkit.optim.chain was their home
     Block, Group, ScalarBlock, State, StateShape, init_with_signature, is_refresh_step, matrix_shape, working_shape)
@@ -41,7 +42,7 @@ def with_saved_classes(optimizer: torch.optim.Optimizer, state_dict: dict[str, A
 
 
 #: attributes that copies and pickles keep (torch's ``__getstate__`` keeps none)
-KEPT_ATTRIBUTES = ("nonfinite_skips", "traceable_step", "sharded_step")
+KEPT_ATTRIBUTES = ("nonfinite_skips", "traceable_step", "sharded_step", "inplace_step")
 
 COMMON_HYPERPARAMETERS = {
     "lr": 1e-3,
@@ -75,6 +76,9 @@ class ChainOptimizer(torch.optim.Optimizer):
     #: DTensor parameters: "auto" steps element-wise chains (every block ``Block.elementwise``:
     #: ``elementwise``) on local shards, "gather" gathers them too (fimkit.optim.sharded)
     sharded_step, elementwise = "auto", False
+    #: the Adam chain's eager step with in-place temporaries (fimkit.optim.multi_tensor, bit-identical
+    #: to the per-block step, which False keeps)
+    inplace_step = True
 
     @classmethod
     def common_hyperparameters(cls) -> dict[str, Any]:
@@ -251,9 +255,12 @@ class ChainOptimizer(torch.optim.Optimizer):
         if group["on_nonfinite"] != "ignore":
             extremes = ([known[p] for _, p in live] if known is not None
                         else gradient_extremes([p.grad for _, p in live]))
+        # fimkit's Adam: the same operations with in-place temporaries (bit-identical, DECISIONS B6)
+        step = functools.partial(multi_tensor.step_param, self) if multi_tensor.wanted(self, group) \
+            else self._step_param
         for (index, p), grad_max in zip(live, extremes):
             if guard.admit(self, group, index, grad_max):
-                self._step_param(p, group, grad_max)
+                step(p, group, grad_max)
 
     def _init_group(self, group: Group) -> None:
         """State for the group's parameters that have a gradient and no state yet (what their first

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from . import builtin_adam, guard, multi_tensor, sharded, traced, units
+from . import builtin_adam, guard, inplace_adam, sharded, traced, units
 from .domains import BOOLEAN, NON_NEGATIVE, STATE_DTYPE, check_group, choice
 from .protocol import (  # noqa: F401 - re-exported: fimkit.optim.chain was their home
     Block, Group, ScalarBlock, State, StateShape, init_with_signature, is_refresh_step, matrix_shape, working_shape)
@@ -76,7 +76,7 @@ class ChainOptimizer(torch.optim.Optimizer):
     #: DTensor parameters: "auto" steps element-wise chains (every block ``Block.elementwise``:
     #: ``elementwise``) on local shards, "gather" gathers them too (fimkit.optim.sharded)
     sharded_step, elementwise = "auto", False
-    #: the Adam chain's eager step with in-place temporaries (fimkit.optim.multi_tensor, bit-identical
+    #: the Adam chain's eager step with in-place temporaries (fimkit.optim.inplace_adam, bit-identical
     #: to the per-block step, which False keeps)
     inplace_step = True
 
@@ -256,7 +256,7 @@ class ChainOptimizer(torch.optim.Optimizer):
             extremes = ([known[p] for _, p in live] if known is not None
                         else gradient_extremes([p.grad for _, p in live]))
         # fimkit's Adam: the same operations with in-place temporaries (bit-identical, DECISIONS B6)
-        step = functools.partial(multi_tensor.step_param, self) if multi_tensor.wanted(self, group) \
+        step = functools.partial(inplace_adam.step_param, self) if inplace_adam.wanted(self, group) \
             else self._step_param
         for (index, p), grad_max in zip(live, extremes):
             if guard.admit(self, group, index, grad_max):

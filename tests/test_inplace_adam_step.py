@@ -1,4 +1,4 @@
-"""The Adam chain's in-place eager step (``fimkit.optim.multi_tensor``) against the per-block one
+"""The Adam chain's in-place eager step (``fimkit.optim.inplace_adam``) against the per-block one
 (``inplace_step = False``): the same parameters and state, bit for bit, over several steps with a
 skipped non-finite gradient among them, across the options it covers and those it hands back."""
 
@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from fimkit.optim import Adam, multi_tensor
+from fimkit.optim import Adam, inplace_adam
 
 
 def _params(dtype: torch.dtype) -> list[torch.nn.Parameter]:
@@ -74,8 +74,8 @@ def test_gradient_units_behave_as_before(scale):
 
 def test_the_inplace_step_is_taken_and_can_be_switched_off(monkeypatch):
     calls = []
-    original = multi_tensor.step_param
-    monkeypatch.setattr(multi_tensor, "step_param", lambda *args: (calls.append(1), original(*args)))
+    original = inplace_adam.step_param
+    monkeypatch.setattr(inplace_adam, "step_param", lambda *args: (calls.append(1), original(*args)))
     per_block = []
     original_param = Adam._step_param
     monkeypatch.setattr(Adam, "_step_param", lambda *args: (per_block.append(1), original_param(*args)))
@@ -92,7 +92,7 @@ def test_bf16_parameters_take_the_per_block_step():
     params = [torch.nn.Parameter(torch.randn(4, 6, dtype=torch.bfloat16))]
     params[0].grad = torch.randn_like(params[0])
     optimizer = Adam(params)
-    assert not multi_tensor._eligible(optimizer, params[0], optimizer.param_groups[0], 1.0)
+    assert not inplace_adam._eligible(optimizer, params[0], optimizer.param_groups[0], 1.0)
     optimizer.step()
     assert optimizer.state[params[0]]["exp_avg"].dtype == torch.float32
 

@@ -15,10 +15,18 @@ from .matrix_views import matrix_views
 from .units import gradient_extremes
 
 
+def guarded(optimizer: torch.optim.Optimizer) -> list[tuple[int, dict, int, torch.Tensor]]:
+    """``(group index, group, index, param)`` of the parameters with a dense gradient whose
+    group's policy is not ``"ignore"`` (the compiled step, ``fimkit.optim.routed_traced``, needs
+    where each is)."""
+    return [(group_index, group, index, p) for group_index, group in enumerate(optimizer.param_groups)
+            if group.get("on_nonfinite", "skip") != "ignore"
+            for index, p in enumerate(group["params"]) if p.grad is not None and not p.grad.is_sparse]
+
+
 def guarded_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    """Parameters with a dense gradient whose group's policy is not ``"ignore"``."""
-    return [p for g in optimizer.param_groups if g.get("on_nonfinite", "skip") != "ignore"
-            for p in g["params"] if p.grad is not None and not p.grad.is_sparse]
+    """The parameters of :func:`guarded`."""
+    return [p for *_, p in guarded(optimizer)]
 
 
 @contextlib.contextmanager

@@ -35,13 +35,9 @@ from torch import Tensor
 from torch.optim.optimizer import (_global_optimizer_post_hooks, _global_optimizer_pre_hooks,
                                    _use_grad_for_differentiable)
 
-try:
-    from torch.distributed.tensor import DTensor
-except ImportError:  # a torch built without distributed
-    DTensor = ()
-
-from . import traced
+from . import sharded, traced
 from .chain import ChainOptimizer
+from .child_guard import guarded
 from .matrix_views import views_in, views_matrices
 
 #: torch optimizers whose ``_init_group`` this module calls (Adam's signature)
@@ -62,21 +58,16 @@ def _chain_traceable(child: ChainOptimizer) -> bool:
     """Traced, a ChainOptimizer child steps an N-d tensor of a ``non_matrix="flatten"`` group as
     its matrix itself (as the matrix view the eager container hands it); a group without
     ``non_matrix`` needs that view, which dynamo cannot take as a parameter."""
-    takes_eager = getattr(child, "_takes_eager_step", None)  # DTensor parameters step eagerly
     viewed = views_matrices(child) and any(p.ndim > 2 for g in child.param_groups
                                            if views_in(g) and "non_matrix" not in g for p in g["params"])
-    return traced.wanted(child) and not viewed and not (takes_eager is not None and takes_eager())
+    return traced.wanted(child) and not viewed and not child._takes_eager_step()  # DTensors: eagerly
 
 
 def _maskable(child: torch.optim.Optimizer) -> bool:
     """An Adam-family torch child, not differentiable, without DTensor parameters (their guard
     reduces across ranks: the eager step's)."""
     return (isinstance(child, ADAM_FAMILY) and not child.defaults.get("differentiable", False)
-            and not any(_is_dtensor(p) for group in child.param_groups for p in group["params"]))
-
-
-def _is_dtensor(p: Tensor) -> bool:
-    return isinstance(p, DTensor)
+            and not sharded.holds_dtensor(child))
 
 
 def _own_step(cls: type):
@@ -85,14 +76,6 @@ def _own_step(cls: type):
     while getattr(step, "__code__", None) in (_HOOKED, _USE_GRAD):
         step = step.__wrapped__
     return step
-
-
-def guarded(child: torch.optim.Optimizer) -> list[tuple[int, dict, int, Tensor]]:
-    """``(group index, group, index, param)`` of a torch child's guarded parameters (as
-    :func:`fimkit.optim.child_guard.guarded_parameters`)."""
-    return [(group_index, group, index, p) for group_index, group in enumerate(child.param_groups)
-            if group.get("on_nonfinite", "skip") != "ignore"
-            for index, p in enumerate(group["params"]) if p.grad is not None and not p.grad.is_sparse]
 
 
 def step(routed, grad_mode: bool) -> None:

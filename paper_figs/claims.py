@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from paper_figs.analysis import Spread, holds_ordering
+from paper_figs.headline import NAMES
 
 #: what "about half the steps" is taken to mean: a token speed-up of at least 1.5x
 HALF_THE_STEPS = 1.5
@@ -165,10 +166,10 @@ THROUGHPUT_TOLERANCE = 0.05
 def throughput_claim(relative: dict[str, float]) -> Claim:
     """``relative``: measured tokens/s over Adam's, by optimizer. Holds when each of Alice and RACS
     is at least the paper's ratio less the tolerance; partly when one is."""
-    paper = ", ".join(f"{n.capitalize() if n == 'alice' else n.upper()} {r:.2f}x" for n, r in THROUGHPUT_PAPER.items())
+    paper = ", ".join(f"{NAMES[n]} {r:.2f}x" for n, r in THROUGHPUT_PAPER.items())
     if not all(n in relative for n in THROUGHPUT_PAPER):
         return pending("Fig 3", THROUGHPUT_TEXT, paper, "the throughput probe")
-    ours = ", ".join(f"{n.capitalize() if n == 'alice' else n.upper()} {relative[n]:.2f}x" for n in THROUGHPUT_PAPER)
+    ours = ", ".join(f"{NAMES[n]} {relative[n]:.2f}x" for n in THROUGHPUT_PAPER)
     close = [relative[n] >= r - THROUGHPUT_TOLERANCE for n, r in THROUGHPUT_PAPER.items()]
     verdict = "holds" if all(close) else "partly" if any(close) else "does not hold"
     return Claim("Fig 3", THROUGHPUT_TEXT, paper, ours + " of Adam's tokens/s (CPU, one thread)", verdict)

@@ -15,8 +15,10 @@ What each process holds:
 - ``fsdp2``: ``fully_shard`` on every transformer block, then on the root: parameters and
   gradients are DTensors sharded along their first dimension; gradients are averaged by
   reduce-scatter. torch's Adam (embeddings and norms under routing) keeps sharded
-  state; a fimkit optimizer gathers each of its parameters' whole gradient and weight, steps
-  them as one process does and keeps whole, replicated state (``fimkit.optim.sharded``). On
+  state; so do fimkit's element-wise steps (its Adam, and the built-in Adam of a matrix
+  optimizer's vectors), on the local shard; a matrix optimizer gathers each matrix's whole
+  gradient and weight, steps it as one process does and keeps whole, replicated state
+  (``fimkit.optim.sharded``). On
   CUDA with bf16 the parameters are gathered in bf16 and gradients reduced in fp32
   (``MixedPrecisionPolicy``); fp32 on CPU.
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fimkit.memory import optimizer_state_numel
+from fimkit.memory import optimizer_state_numel, state_bytes
 from fimkit.optim import registered
 from fimkit.optim.chain import ChainOptimizer
 
@@ -111,18 +111,6 @@ def all_hyperparameters(candidate: Candidate) -> dict:
     return {**defaults, **candidate.hyperparameters}
 
 
-def held_bytes(state) -> int:
-    """Bytes of the tensors in an optimizer's state, however nested (heavyball keeps a dict per
-    parameter index inside each parameter's state)."""
-    if isinstance(state, torch.Tensor):
-        return state.numel() * state.element_size()
-    if isinstance(state, dict):
-        return sum(held_bytes(v) for v in state.values())
-    if isinstance(state, (list, tuple)):
-        return sum(held_bytes(v) for v in state)
-    return 0
-
-
 def _make_params(shapes, grads, device, seed) -> list[torch.nn.Parameter]:
     gen = torch.Generator().manual_seed(seed)
     params = [torch.nn.Parameter((0.02 * torch.randn(s, generator=gen)).to(device)) for s in shapes]
@@ -202,7 +190,7 @@ def measure(candidates: list[Candidate], shapes: list[tuple[int, ...]], repeats:
         if name in registered():
             predicted = sum(optimizer_state_numel(name, s, **candidate.hyperparameters) for s in shapes)
         peak = _peak_rss_mib(optimizer, *attached[(index, "steady")])
-        results.append(Result(candidate.label, steady * 1e3, held_bytes(dict(optimizer.state)) / 2**20, predicted,
+        results.append(Result(candidate.label, steady * 1e3, state_bytes(optimizer) / 2**20, predicted,
                               peak, notes, **parts, algorithm=candidate.algorithm, package=candidate.package,
                               differs=candidate.differs, hyperparameters=all_hyperparameters(candidate)))
     return results

@@ -37,9 +37,19 @@ def state_numel(optimizer: torch.optim.Optimizer, param: torch.Tensor | None = N
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes held in the optimizer's state tensors (measured, not estimated)."""
-    return sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values()
-               if isinstance(v, torch.Tensor))
+    """Bytes held in the optimizer's state tensors (measured, not estimated), however nested
+    (other packages keep dicts or lists of tensors inside a parameter's state: heavyball)."""
+    return _held_bytes(list(optimizer.state.values()))
+
+
+def _held_bytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_held_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_held_bytes(v) for v in value)
+    return 0
 
 
 # ------------------------------------------------------------------------- predicted

@@ -14,7 +14,7 @@ import torch
 
 from experiments.runtime import keep_freed_memory
 
-from .step_time import fimkit_candidate, measure, model_matrix_shapes, torch_adam
+from .step_time import fimkit_candidate, measure, model_matrix_shapes, registered_defaults, torch_adam
 
 DEFAULT = ("adam", "racs", "adafactor", "sinkgd", "alice")
 
@@ -29,16 +29,8 @@ def measure_overhead(optimizers=DEFAULT, model: str = "60M", repeats: int = 15) 
     """Median ms of one step per candidate (torch's Adams included) on :func:`tiny_shapes`."""
     rank = {"rank": 4}   # low-rank optimizers: a rank that fits the 8-wide matrices
     candidates = [torch_adam("foreach"), torch_adam("fused")] + [
-        fimkit_candidate(n, **(rank if "rank" in _defaults(n) else {})) for n in optimizers]
+        fimkit_candidate(n, **(rank if "rank" in registered_defaults(n) else {})) for n in optimizers]
     return {r.label: r.step_ms for r in measure(candidates, tiny_shapes(model), repeats=repeats, warmup=2)}
-
-
-def _defaults(name: str) -> dict:
-    from fimkit.optim import registered
-    from fimkit.optim.chain import ChainOptimizer
-
-    cls = registered()[name]
-    return cls.default_hyperparameters() if issubclass(cls, ChainOptimizer) else {}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -87,11 +87,18 @@ def torch_adam(kind: str) -> Candidate:
 REFRESH_PERIODS = (("update_interval", True), ("precondition_frequency", False))
 
 
+def registered_defaults(name: str | None) -> dict:
+    """The default hyperparameters of the registered optimizer ``name`` ({} for None, a name not
+    registered, or an optimizer that is not a ChainOptimizer)."""
+    cls = registered().get(name or "")
+    return cls.default_hyperparameters() if cls and issubclass(cls, ChainOptimizer) else {}
+
+
 def fimkit_candidate(name: str, amortise_over: int = 200, **hyperparameters) -> Candidate:
     """A registered fimkit optimizer with its defaults (plus ``hyperparameters``). A periodic
     refresh (:data:`REFRESH_PERIODS`) is amortised: a second instance refreshes every step."""
     cls = registered()[name]
-    defaults = cls.default_hyperparameters() if issubclass(cls, ChainOptimizer) else {}
+    defaults = registered_defaults(name)
     for key, run_k in REFRESH_PERIODS:
         period = amortise_over if run_k else defaults.get(key, 1)
         if key in defaults and period > 1:
@@ -106,9 +113,7 @@ def fimkit_candidate(name: str, amortise_over: int = 200, **hyperparameters) -> 
 
 def all_hyperparameters(candidate: Candidate) -> dict:
     """The candidate's registered defaults with its overrides (what its floor is computed from)."""
-    cls = registered().get(candidate.registered_name or "")
-    defaults = cls.default_hyperparameters() if cls and issubclass(cls, ChainOptimizer) else {}
-    return {**defaults, **candidate.hyperparameters}
+    return {**registered_defaults(candidate.registered_name), **candidate.hyperparameters}
 
 
 def _make_params(shapes, grads, device, seed) -> list[torch.nn.Parameter]:

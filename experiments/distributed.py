@@ -16,8 +16,9 @@ What each process holds:
   gradients are DTensors sharded along their first dimension; gradients are averaged by
   reduce-scatter. torch's Adam (embeddings and norms under routing) keeps sharded
   state; so do fimkit's element-wise steps (its Adam, and the built-in Adam of a matrix
-  optimizer's vectors), on the local shard; a matrix optimizer gathers each matrix's whole
-  gradient and weight, steps it as one process does and keeps whole, replicated state
+  optimizer's vectors) and RACS and Adafactor (row and column statistics by partial sums),
+  on the local shard; the other matrix optimizers gather each matrix's whole gradient and
+  weight, step it as one process does and keep whole, replicated state
   (``fimkit.optim.sharded``). On
   CUDA with bf16 the parameters are gathered in bf16 and gradients reduced in fp32
   (``MixedPrecisionPolicy``); fp32 on CPU.

@@ -12,8 +12,10 @@ import warnings
 import torch
 from torch import Tensor
 
+from .reductions import COLS, LOCAL, ROWS, Reduction
 
-def exact_normaliser(x: Tensor, dim: int | tuple[int, ...] | None = None) -> Tensor:
+
+def exact_normaliser(x: Tensor, dim: int | tuple[int, ...] | None = None, amax: Tensor | None = None) -> Tensor:
     """``2^-e`` with ``max|x| * 2^-e`` in ``[0.5, 1)`` (over ``dim``, kept for broadcasting; over
     everything when ``None``): the power of two that brings ``x`` to unit scale.
 
@@ -21,9 +23,11 @@ def exact_normaliser(x: Tensor, dim: int | tuple[int, ...] | None = None) -> Ten
     computation that is homogeneous in ``x`` (sums, products, quotients, square roots of even
     powers) is the same on ``x * 2^-e``, scaled back: normalising this way before squaring
     removes over- and underflow without changing one bit of an ordinary result. 1 where ``x`` is
-    all zero or not finite. No host sync.
+    all zero or not finite. No host sync. ``amax``, when given, is ``max|x|`` (e.g. over every
+    shard of a sharded ``x``: :mod:`fimkit.reductions`).
     """
-    amax = x.abs().amax() if dim is None else x.abs().amax(dim=dim, keepdim=True)
+    if amax is None:
+        amax = x.abs().amax() if dim is None else x.abs().amax(dim=dim, keepdim=True)
     exponent = torch.frexp(amax)[1]
     finfo = torch.finfo(x.dtype)
     # the scale itself must be representable: 2^-126 .. 2^127 in float32
@@ -93,7 +97,7 @@ def psd_matrix_power(a: Tensor, power: float, eps: float = 0.0) -> Tensor:
 
 
 def fixed_point_rank1(
-    p: Tensor, iters: int = 5, q0: Tensor | None = None
+    p: Tensor, iters: int = 5, q0: Tensor | None = None, reduce: Reduction = LOCAL
 ) -> tuple[Tensor, Tensor]:
     """RACS fixed point ([P] Eq 16) for ``min ||P - q s^T||_F``, ``P`` of shape (..., m, n).
 
@@ -101,7 +105,9 @@ def fixed_point_rank1(
     least-squares solve for one factor given the other, so the residual never increases).
     It is power iteration on ``P P^T``; at convergence ``q s^T`` is the best rank-1
     approximation of ``P``. Returns ``(s, q)``. The overall scale is split arbitrarily between
-    the factors; only the product is unique.
+    the factors; only the product is unique. ``reduce`` completes the sums over rows and columns
+    of a block of ``P`` (one matrix; :mod:`fimkit.reductions`): each half-step then makes one
+    maximum and one sum (its product and its squared norm together) across the blocks.
     """
     q = torch.ones(p.shape[:-1], dtype=p.dtype, device=p.device) if q0 is None else q0
     s = p.new_zeros(p.shape[:-2] + p.shape[-1:])
@@ -111,13 +117,18 @@ def fixed_point_rank1(
     # for bit), so the iteration neither overflows nor underflows while P x is finite for x of unit scale.
     if p.ndim == 2:  # one matrix (an optimizer step): 4 kernels a half-step instead of 7
         for _ in range(iters):
-            u = exact_normaliser(q)
+            u = exact_normaliser(q, amax=reduce.amax(q.abs(), over=ROWS))
             q = q * u
-            s = torch.mv(p.mT, q).div_(torch.dot(q, q).clamp_min_(tiny)).mul_(u)
-            u = exact_normaliser(s)
+            back, norm_sq = reduce.complete(torch.mv(p.mT, q), torch.dot(q, q), over=ROWS)
+            s = back.div_(norm_sq.clamp_min_(tiny)).mul_(u)
+            u = exact_normaliser(s, amax=reduce.amax(s.abs(), over=COLS))
             s_unit = s * u
-            q = torch.mv(p, s_unit).div_(torch.dot(s_unit, s_unit).clamp_min_(tiny)).mul_(u)
+            forth, norm_sq = reduce.complete(torch.mv(p, s_unit), torch.dot(s_unit, s_unit), over=COLS)
+            q = forth.div_(norm_sq.clamp_min_(tiny)).mul_(u)
         return s, q
+    if not reduce.local:
+        raise ValueError("fixed_point_rank1 completes sums across blocks of one matrix only, got a batch "
+                         f"of shape {tuple(p.shape)}")
     for _ in range(iters):
         u = exact_normaliser(q, dim=-1)
         q = q * u

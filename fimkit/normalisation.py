@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .linalg import exact_normaliser, inverse_power, newton_schulz_inv_sqrt
+from .reductions import COLS, LOCAL, ROWS, Reduction
 
 #: how :func:`whiten` computes ``(X X^T)^{-1/2} X``
 WHITENING_METHODS = ("eigh", "newton_schulz", "newton_schulz5")
@@ -41,11 +42,12 @@ def _as_rows_and_cols(q: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
     return (q.unsqueeze(-1) if q.ndim else q), (s.unsqueeze(-2) if s.ndim else s)
 
 
-def _matrix_mean(x: Tensor) -> Tensor:
-    return x.mean(dim=(-2, -1), keepdim=True) if x.ndim >= 2 else x
+def _matrix_mean(x: Tensor, over: str, reduce: Reduction) -> Tensor:
+    return reduce.mean(x, over, dim=(-2, -1), keepdim=True) if x.ndim >= 2 else x
 
 
-def row_column_inverse_sqrt(q: Tensor, s: Tensor, eps: float = 1e-8, out: Tensor | None = None) -> Tensor:
+def row_column_inverse_sqrt(q: Tensor, s: Tensor, eps: float = 1e-8, out: Tensor | None = None,
+                            reduce: Reduction = LOCAL) -> Tensor:
     """``(q s^T + eps * mean(q) mean(s))^{-1/2}`` elementwise, for RACS ([P] Alg 1, line 8).
 
     ``q`` (..., m) scales rows and ``s`` (..., n) columns (either may be 0-d). ``eps`` is
@@ -54,10 +56,11 @@ def row_column_inverse_sqrt(q: Tensor, s: Tensor, eps: float = 1e-8, out: Tensor
     invariant to the gradient's scale (an absolute ``eps`` would not be for small gradients).
     An all-zero ``q s^T`` (an all-zero gradient) maps to a finite value (``tiny^{-1/2}``) that
     multiplies a zero gradient: the pseudo-inverse's answer 0, never inf or NaN.
-    ``out``, a scratch tensor of the result's shape, is overwritten with the result.
+    ``out``, a scratch tensor of the result's shape, is overwritten with the result. ``reduce``
+    completes the means of a block's ``q`` or ``s`` (:mod:`fimkit.reductions`).
     """
     rows, cols = _as_rows_and_cols(q, s)
-    floor = (eps * _matrix_mean(rows) * _matrix_mean(cols)).clamp(min=torch.finfo(rows.dtype).tiny)
+    floor = (eps * _matrix_mean(rows, ROWS, reduce) * _matrix_mean(cols, COLS, reduce)).clamp(min=torch.finfo(rows.dtype).tiny)
     if out is not None and q.ndim == s.ndim == 1 and out.shape == (q.shape[0], s.shape[0]):
         product = torch.outer(q, s, out=out)   # (a broadcast addcmul is 4x slower on CPU)
     else:

@@ -236,10 +236,12 @@ def test_fsdp2_checkpoint_of_two_processes_resumes_on_one(fsdp2_run, cache, tmp_
     assert loss_error(losses(cfg.out), losses(fsdp2_run.out)) <= TOLERANCE
 
 
-def test_fsdp2_checkpoint_of_alice_on_two_processes_resumes_on_one(single, cache, tmp_path):
-    # a fimkit optimizer's state is whole on every rank (fimkit.optim.sharded): any count loads it
-    one = single("alice")
-    cfg = config(tmp_path, cache, optimizer="alice", parallel="fsdp2")
+@pytest.mark.parametrize("optimizer", ["alice", "racs"])
+def test_fsdp2_checkpoint_of_a_fimkit_optimizer_on_two_processes_resumes_on_one(single, cache, tmp_path, optimizer):
+    # Alice's state is whole on every rank, RACS's q and s are sharded where the weight is
+    # (fimkit.optim.sharded): torch.distributed.checkpoint loads both on any count
+    one = single(optimizer)
+    cfg = config(tmp_path, cache, optimizer=optimizer, parallel="fsdp2")
     on_ranks(cfg, until_step=4)
     on_ranks(cfg, world=1, resume=True)
     assert relative_error(weights(cfg.out), weights(one.out)) <= TOLERANCE

@@ -6,8 +6,10 @@ each test spawns its processes once and loops over the optimizers inside them). 
 two matrices whose row counts (5 and 7) do not split evenly over 2 ranks, one of them tall (RACS,
 Muon... transpose it to the short side), a 1 x 7 matrix and a bias of one entry (rank 1 holds
 empty shards of them), and vectors (biases, a norm's gain and bias) that matrix-only optimizers
-give their built-in Adam. Subspace optimizers switch every 3 steps and
-SOAP / Eigen-Adam refresh their bases every 3, so 10 steps include several switches.
+give their built-in Adam. fimkit's Adam steps local shards; RACS and Adafactor too, their row and
+column statistics completed by partial sums across the ranks; the rest gather. Subspace
+optimizers switch every 3 steps and SOAP / Eigen-Adam refresh their bases every 3, so 10 steps
+include several switches.
 """
 
 from __future__ import annotations
@@ -149,13 +151,14 @@ def equivalence(parallel: str, folder: Path) -> dict:
         train(module, optimizer, range(STEPS), "none", micro_batches=1)
         one_backward = whole(model)
         model, module, optimizer = build(name, parallel)
-        with counting_gathers() as gathers:
+        with counting_gathers() as gathers, counting_all_reduces() as all_reduces:
             train(module, optimizer, range(STEPS), parallel)
         results[name] = {"error": relative_error(whole(model), oracle),
                          "error_one_backward": relative_error(whole(model), one_backward),
                          "same_state": same_on_every_rank(state_digest(optimizer)),
                          "same_plain_state": same_on_every_rank(state_digest(optimizer, plain_only=True)),
-                         "gathers": gathers[0], "layout": state_layout(model, optimizer)}
+                         "gathers": gathers[0], "all_reduces": all_reduces[0],
+                         "layout": state_layout(model, optimizer)}
     return results
 
 
@@ -179,24 +182,50 @@ def counting_gathers():
         DTensor.full_tensor = original
 
 
+@contextlib.contextmanager
+def counting_all_reduces():
+    """``[n]``: how many ``torch.distributed.all_reduce`` calls ran inside the block (the guard's and
+    the partial sums'; FSDP2's own collectives are reduce-scatters and all-gathers)."""
+    count, original = [0], dist.all_reduce
+
+    def all_reduce(*args, **kwargs):
+        count[0] += 1
+        return original(*args, **kwargs)
+
+    dist.all_reduce = all_reduce
+    try:
+        yield count
+    finally:
+        dist.all_reduce = original
+
+
 def state_layout(model, optimizer) -> dict[str, str]:
-    """Per parameter: "sharded" when every per-entry state tensor is a DTensor on the parameter's
-    mesh whose local shard holds as many entries as the parameter's, "plain" when every one is a
-    plain tensor, "mixed" otherwise (torch's Adam of the routed case keeps DTensors too)."""
+    """Per parameter: "sharded" when every state tensor with entries is a DTensor on the parameter's
+    mesh, cut where the parameter is (the local part of its sharded dimension as long as the
+    parameter's local rows), "plain" when every one is a plain tensor, "mixed" when both (RACS's
+    ``q`` per sharded row and ``s`` per whole column), "wrongly sharded" for any other DTensor."""
     layout = {}
     for name, p in model.named_parameters():
         kinds = set()
         for value in optimizer.state[p].values():
             if not isinstance(value, torch.Tensor) or not value.ndim:
                 continue
-            if hasattr(value, "to_local"):
-                same = (value.device_mesh == p.device_mesh and value.numel() == p.numel()
-                        and value.to_local().numel() == p.to_local().numel())
-                kinds.add("sharded" if same else "wrongly sharded")
-            else:
-                kinds.add("plain")
-        layout[name] = kinds.pop() if len(kinds) == 1 else "mixed" if kinds else "none"
+            kinds.add(("sharded" if cut_as(value, p) else "wrongly sharded") if hasattr(value, "to_local")
+                      else "plain")
+        if "wrongly sharded" in kinds:
+            layout[name] = "wrongly sharded"
+        else:
+            layout[name] = kinds.pop() if len(kinds) == 1 else "mixed" if kinds else "none"
     return layout
+
+
+def cut_as(value, p) -> bool:
+    """Whether the DTensor ``value`` is on ``p``'s mesh, sharded on one dimension whose whole length
+    is ``p``'s rows and whose local part is as long as ``p``'s local part (``p`` is ``Shard(0)``)."""
+    shards = [pl.dim for pl in value.placements if pl.is_shard()]
+    if value.device_mesh != p.device_mesh or len(set(shards)) != 1:
+        return False
+    return value.shape[shards[0]] == p.shape[0] and value.to_local().shape[shards[0]] == p.to_local().shape[0]
 
 
 def nonfinite_on_one_rank(parallel: str, folder: Path) -> dict:
@@ -325,22 +354,35 @@ def test_every_optimizer_on_two_ranks_gives_the_single_process_weights(parallel,
     assert sorted(results) == sorted([*CASES, GATHERED])
     assert {name: r["error"] for name, r in results.items() if not r["error"] <= TOLERANCE} == {}
     assert [name for name, r in results.items() if not (r["same_state"] and r["same_plain_state"])] == []
-    if parallel == "fsdp2":  # element-wise steps on local shards (bit for bit), the rest gathered
-        assert results["adam"]["error"] == results[GATHERED]["error"] == 0.0
+    if parallel == "fsdp2":  # element-wise steps on local shards (bit for bit), the gathered ones
+        # bit for bit; partial sums (RACS, Adafactor) within rounding
+        exact = [name for name in results if name not in ON_SHARDS[1:]]
+        assert {name: results[name]["error"] for name in exact} == dict.fromkeys(exact, 0.0)
         cases = [*CASES, GATHERED]
         assert {name: r["gathers"] for name, r in results.items()} == {name: expected_gathers(name) for name in cases}
         assert {name: r["layout"] for name, r in results.items()} == {name: expected_layout(name) for name in cases}
+        # beyond the guard's (all Adam makes): RACS 12 per matrix and step (a maximum and a sum per
+        # fixed-point iteration, the floor's mean, the limiter's norm); Adafactor 4 per matrix (column
+        # sums, their trace, two RMS) and 3 per vector (its row sum; the trace is local)
+        partial = {name: results[name]["all_reduces"] - results["adam"]["all_reduces"] for name in ON_SHARDS[1:]}
+        assert partial == {"racs": STEPS * 12 * len(MATRICES),
+                           "adafactor": STEPS * (4 * len(MATRICES) + 3 * len(VECTORS))}
 
 
 MATRICES = ("up.weight", "down.weight", "head.weight")
 VECTORS = ("up.bias", "norm.weight", "norm.bias", "head.bias")
 
 
+#: the optimizers whose every step runs on the local shard: element-wise (fimkit's Adam) or with
+#: their row and column statistics completed by partial sums across the shards
+ON_SHARDS = ("adam", "racs", "adafactor")
+
+
 def expected_gathers(name: str) -> int:
     """All-gathers of a whole tensor in ``STEPS`` steps: G and W of every tensor a step gathers;
-    none for element-wise steps (fimkit's Adam, the built-in Adam of a matrix-only optimizer's
-    vectors, torch's Adam of the routed case's vectors)."""
-    if name == "adam":
+    none for the steps on shards (fimkit's Adam, RACS, Adafactor, the built-in Adam of a
+    matrix-only optimizer's vectors, torch's Adam of the routed case's vectors)."""
+    if name in ON_SHARDS:
         return 0
     if name == GATHERED:
         return 2 * STEPS * len(MATRICES + VECTORS)
@@ -349,16 +391,18 @@ def expected_gathers(name: str) -> int:
 
 
 def expected_layout(name: str) -> dict[str, str]:
-    """Per parameter, what ``state_layout`` finds: sharded state for the element-wise steps, plain
-    (whole, the same on every rank) for the gathered ones."""
+    """Per parameter, what ``state_layout`` finds: sharded state for the element-wise steps, sharded
+    per-row and whole per-column state for the partial-sum steps (RACS, Adafactor: "mixed"),
+    plain (whole, the same on every rank) for the gathered ones."""
     if name == GATHERED:
         return dict.fromkeys(MATRICES + VECTORS, "plain")
     if name == "adam" or name == ROUTED:
         return {**dict.fromkeys(VECTORS, "sharded"), **dict.fromkeys(MATRICES, "sharded" if name == "adam" else "plain")}
     cls = registered()[name]
     stateless = name in ("swan", "sinkgd")  # their matrices keep no per-entry state
-    return {**dict.fromkeys(VECTORS, "sharded" if cls.matrix_only else "plain"),
-            **dict.fromkeys(MATRICES, "none" if stateless else "plain")}
+    matrices = "mixed" if name in ON_SHARDS else "none" if stateless else "plain"
+    vectors = "sharded" if cls.matrix_only else "mixed" if name in ON_SHARDS else "plain"
+    return {**dict.fromkeys(VECTORS, vectors), **dict.fromkeys(MATRICES, matrices)}
 
 
 def test_a_nan_in_one_ranks_shard_makes_every_rank_skip_that_step(tmp_path):
@@ -380,6 +424,11 @@ def test_an_fsdp2_checkpoint_resumes_every_optimizer_exactly(tmp_path):
 def expected_chunked(name: str) -> list[str]:
     if name == "adam":
         return sorted(f"{p}.{key}" for p in MATRICES + VECTORS for key in ("exp_avg", "fisher_d"))
+    if name == "racs":  # q per row of the wide matrices, s per row of the tall one (transposed)
+        return sorted(["up.weight.q", "head.weight.q", "down.weight.s",
+                       *(f"{p}.{key}" for p in VECTORS for key in ("exp_avg", "exp_avg_sq"))])
+    if name == "adafactor":  # the statistic along the rows (a vector's entries are its columns)
+        return sorted([*(f"{p}.fisher_rows" for p in MATRICES), *(f"{p}.fisher_cols" for p in VECTORS)])
     if name == ROUTED or registered()[name].matrix_only:  # their vectors' (built-in or torch's) Adam
         return sorted(f"{p}.{key}" for p in VECTORS for key in ("exp_avg", "exp_avg_sq"))
     return []

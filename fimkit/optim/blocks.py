@@ -15,10 +15,12 @@ from functools import singledispatch
 import torch
 from torch import Tensor
 
-from ..linalg import norm_growth_limiter
+from ..linalg import limiter_from_norm
 from ..normalisation import rescale_to_rms, standardize_rows
+from ..reductions import BOTH
 from ..structures.base import Structure
 from ..structures.diagonal import Diagonal
+from . import sharded
 from .chain import Block, Group, ScalarBlock, State
 from .domains import BETAS, BOOLEAN, NON_NEGATIVE, POSITIVE, real
 from .preconditioners import Preconditioner, StatisticPreconditioner, preconditioner_for
@@ -68,6 +70,7 @@ class Precondition(Block):
         # Diagonal's statistic G*G, fit and G / (sqrt(d) + eps) are per entry (Adam); every other
         # structure couples entries (a row, a column, a Gram), as a user's may.
         self.elementwise = type(structure) is Diagonal and type(self.preconditioner) is StatisticPreconditioner
+        self.partial_sums = self.preconditioner.partial_sums
 
     def __repr__(self) -> str:
         return f"Precondition({self.structure!r})"
@@ -129,6 +132,7 @@ class NormGrowthLimiter(ScalarBlock):
     hyperparameters = {"gamma": 1.01}
     domains = {"gamma": real(1.0)}  # the factor by which the update norm may grow per step
     reads_update = True
+    partial_sums = True
 
     def init_state(self, m, n, like, group):
         return {"phi": like.new_zeros(())}
@@ -138,7 +142,8 @@ class NormGrowthLimiter(ScalarBlock):
 
     def factor(self, update, state, group, step):
         phi = state["phi"]
-        eta, new_phi = norm_growth_limiter(update, phi, group["gamma"], first=phi == 0)
+        norm = sharded.reduction().norm(update)
+        eta, new_phi = limiter_from_norm(norm, phi, group["gamma"], first=phi == 0)
         phi.copy_(new_phi)
         return eta
 
@@ -148,9 +153,10 @@ class ClipUpdateRMS(Block):
 
     hyperparameters = {"d": 1.0}
     domains = {"d": POSITIVE}  # the largest RMS an update may have
+    partial_sums = True
 
     def __call__(self, update, grad, param, state, group, step):
-        rms = update.square().mean().sqrt()
+        rms = sharded.reduction().mean(update.square(), over=BOTH).sqrt()
         return update / torch.clamp(rms / group["d"], min=1.0)
 
 
@@ -160,13 +166,14 @@ class RelativeStepSize(Block):
     hyperparameters = {"eps2": 1e-3}
     domains = {"eps2": NON_NEGATIVE}
     needs_step = True
+    partial_sums = True
 
     def scale_equivariant(self, group):
         return True  # a function of the parameter, times its input
 
     def __call__(self, update, grad, param, state, group, step):
         rho = min(group["lr"], step**-0.5) if not isinstance(step, Tensor) else (step**-0.5).clamp(max=group["lr"])
-        scale = torch.clamp(param.square().mean().sqrt(), min=group["eps2"]) * rho
+        scale = torch.clamp(sharded.reduction().mean(param.square(), over=BOTH).sqrt(), min=group["eps2"]) * rho
         return update * -scale
 
 

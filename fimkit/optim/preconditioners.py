@@ -30,10 +30,12 @@ import torch
 from torch import Tensor
 
 from ..linalg import fixed_point_rank1, keep_on_failure
+from ..reductions import Reduction
 from ..normalisation import WHITENING_METHODS, row_column_inverse_sqrt, sinkhorn_normalise, whiten
 from ..structures.base import Structure
 from ..structures.factors import DiagonalFactor, Full, Identity
 from ..structures.kronecker import Kronecker
+from . import sharded
 from .chain import Group, State, is_refresh_step
 from .domains import BETAS, BOOLEAN, DECAY, NON_NEGATIVE, POSITIVE, choice, integer, optional, real
 
@@ -44,6 +46,8 @@ class Preconditioner:
     domains: ClassVar[dict[str, Any]] = {}
     #: whether it reads the per-parameter step counter
     needs_step: ClassVar[bool] = True
+    #: whether its reductions go through ``sharded.reduction()`` (``Block.partial_sums``)
+    partial_sums: bool = False
     #: shifts periodic refreshes (``is_refresh_step``); set by the ``Precondition`` block
     refresh_offset: int = 0
 
@@ -95,6 +99,7 @@ class StatisticPreconditioner(Preconditioner):
 
     def __init__(self, structure: Structure):
         self.structure = structure
+        self.partial_sums = structure.reduces_by_partial_sums()
 
     def state_degrees(self, group, degree):
         degrees = {f"fisher_{name}": self.structure.statistic_degree(name) for name in self._statistic_names()}
@@ -140,8 +145,10 @@ class StatisticPreconditioner(Preconditioner):
 
     def __call__(self, update, grad, state, group, step):
         m, n = grad.shape
+        # passed only to a structure that takes it (an element-wise one needs none), on a shard
+        sums = {"reduce": sharded.reduction()} if self.partial_sums else {}
         stats = {}
-        for name, sample in self.structure.statistics(grad).items():
+        for name, sample in self.structure.statistics(grad, **sums).items():
             running = state[f"fisher_{name}"]
             if group["accumulate"]:
                 running.add_(sample)
@@ -154,10 +161,10 @@ class StatisticPreconditioner(Preconditioner):
 
         frequency = int(group["precondition_frequency"])
         if frequency == 1:
-            params = self.structure.fit(stats, m, n)
+            params = self.structure.fit(stats, m, n, **sums)
         else:
             if is_refresh_step(step, frequency, self.refresh_offset):
-                for key, value in self.structure.fit(stats, m, n).items():
+                for key, value in self.structure.fit(stats, m, n, **sums).items():
                     state[f"fit_{key}"].copy_(value)
             params = {k[len("fit_"):]: v for k, v in state.items() if k.startswith("fit_")}
         return self.structure.precondition(params, update, group["power"], group["eps"])
@@ -246,6 +253,12 @@ class RowColumnPreconditioner(Preconditioner):
     def __init__(self, structure: Kronecker):
         self.structure = structure
         self.hyperparameters = {**self.hyperparameters, "fixed_point_iters": structure.fixed_point_iters}
+        # the fast path's fixed point and means complete their sums across shards; the generic
+        # path (an Identity side) does not
+        self.partial_sums = self._is_row_column()
+
+    def _is_row_column(self) -> bool:
+        return self.structure.rows == DiagonalFactor() and self.structure.cols == DiagonalFactor()
 
     def state_degrees(self, group, degree):
         # the fixed point's q is scale-free (it starts from ones), s carries G^2; beta^t is a number
@@ -268,19 +281,20 @@ class RowColumnPreconditioner(Preconditioner):
             return self.structure
         return dataclasses.replace(self.structure, fixed_point_iters=iters)
 
-    def _one_sample_scales(self, grad: Tensor, group: Group):
+    def _one_sample_scales(self, grad: Tensor, group: Group, reduce: Reduction):
         """``(q1, s1, G*G or None)``: the structure's per-sample fit of this gradient."""
-        if self.structure.rows == DiagonalFactor() and self.structure.cols == DiagonalFactor():
+        if self._is_row_column():
             # RowColumn: Eq 16 on G*G directly (the structure's generic path costs two more
             # passes over the m x n moment, a third of RACS's step)
             square = grad * grad
-            s1, q1 = fixed_point_rank1(square, int(group["fixed_point_iters"]))
+            s1, q1 = fixed_point_rank1(square, int(group["fixed_point_iters"]), reduce=reduce)
             return q1, s1, square
         sample = self._structure(group).statistics(grad)
         return sample["rows"], sample["cols"], None
 
     def __call__(self, update, grad, state, group, step):
-        q1, s1, scratch = self._one_sample_scales(grad, group)
+        reduce = sharded.reduction()
+        q1, s1, scratch = self._one_sample_scales(grad, group, reduce)
         weight = 1.0 - group["beta"] if group["ema"] else 1.0
         q, s = state["q"], state["s"]
         q.lerp_(q1, weight)
@@ -288,7 +302,7 @@ class RowColumnPreconditioner(Preconditioner):
         # (q s^T)^{-1/2} * X, computed in the G*G buffer when there is one (no new m x n tensor)
         # (dynamo refuses an out= that is not contiguous, as G*G of a transposed G is)
         scratch = None if torch.compiler.is_compiling() else scratch
-        inverse_sqrt = row_column_inverse_sqrt(q, s, group["eps"], out=scratch)
+        inverse_sqrt = row_column_inverse_sqrt(q, s, group["eps"], out=scratch, reduce=reduce)
         direction = inverse_sqrt.mul_(update) if inverse_sqrt.shape == update.shape else inverse_sqrt * update
         if "beta_power" in state:
             beta_power = state["beta_power"]

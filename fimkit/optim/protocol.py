@@ -36,6 +36,13 @@ class Block:
     #: (``fimkit.optim.sharded``). False (the default) for anything reading a row, a column, a norm
     #: or the whole matrix; a block opts in.
     elementwise: ClassVar[bool] = False
+    #: whether every sum, mean, maximum or norm the block takes over rows, columns or the whole
+    #: matrix goes through ``fimkit.optim.sharded.reduction()`` (a :class:`fimkit.reductions.
+    #: Reduction`), and its state is per row, per column, per entry or one number: then a chain of
+    #: such blocks (and element-wise ones) steps a block of rows of a sharded parameter, completing
+    #: those reductions across the ranks (RACS's and Adafactor's row and column statistics). A
+    #: block opts in.
+    partial_sums: ClassVar[bool] = False
     #: whether the block reads the per-parameter step counter
     needs_step: ClassVar[bool] = False
 

@@ -1,30 +1,38 @@
-"""DTensor parameters (FSDP2's ``fully_shard``): every fimkit optimizer computes exactly what it
-computes on one process (issue 13). :func:`step_dtensor` picks one of two strategies per parameter.
+"""DTensor parameters (FSDP2's ``fully_shard``): every fimkit optimizer computes what it computes
+on one process (issue 13). :func:`step_dtensor` picks one of two strategies per parameter.
 
-**Element-wise steps: on the local shard.** When every entry's update depends on that entry
-alone (a chain of ``Block.elementwise`` blocks, ``ChainOptimizer.elementwise``: fimkit's Adam;
-and the built-in Adam of a matrix-only optimizer's vectors), :func:`step_local` runs the
-unchanged step on the plain local shards of the weight, the gradient and the state: no
-all-gather, the same arithmetic per entry as one process (bit-identical weights). The state is
-DTensors of the parameter's mesh, cut as the parameter is (the chain's matrix view: a vector's
-``(1, n)`` view is ``Shard(1)``), as torch's Adam keeps it under FSDP2, so
-``torch.distributed.checkpoint`` saves it sharded and reshards it on load; plain tensors that
-differ between ranks would be saved once, as if replicated. The step count and the unit's
-exponent stay plain CPU scalars, the same on every rank. A unit that comes down reads the
-state's maxima, MAX-reduced over the shards (:func:`max_over_shards`). Needs placements
-``Shard(0)`` or ``Replicate`` (FSDP2, HSDP) and state that one process keeps untransposed
-(``transpose_to_short_side`` off or a wide matrix); otherwise the step is gathered.
+**On the local shard: element-wise steps and partial sums.** :func:`step_local` runs the
+optimizer's unchanged step on the plain local shards of the weight, the gradient and the state,
+no all-gather, when every block of the chain either maps each entry by that entry alone
+(``Block.elementwise``: fimkit's Adam; and the built-in Adam of a matrix-only optimizer's vectors)
+or takes its sums, means, maxima and norms over rows, columns or the whole matrix through
+:func:`reduction` (``Block.partial_sums``: RACS's fixed point, its ``(q s^T)^{-1/2}`` floor and
+limiter norm; Adafactor's row and column sums of ``G*G``, their trace, its update RMS and weight
+RMS). During the step :func:`reduction` is a :class:`~fimkit.optim.shard_reduction.ShardReduction`:
+a reduction over the sharded index (a weight's rows, a vector's entries; the columns of a tall
+matrix that RACS transposes to the short side, a decision taken on the whole shape) is this
+rank's partial result, completed by an all-reduce over the mesh dimensions that shard the
+parameter; one over the other index is complete already. Element-wise steps give one process's
+weights bit for bit; partial sums within rounding (their sums are added in another order: 1e-7
+relative after 10 steps, tested). State along the sharded index (Adam's moments, RACS's ``q`` of
+a wide matrix, Adafactor's row statistic) is DTensors of the parameter's mesh cut as the parameter
+is, as torch's Adam keeps it, so ``torch.distributed.checkpoint`` saves it sharded and reshards it
+on load; state per index of the other side (RACS's ``s``, Adafactor's column statistic), computed
+from completed reductions, is the same on every rank and stays a plain tensor, as do the step
+count and the unit's exponent. Which state dimension is along the sharded index is read from the
+optimizer's own state initialisation (on ``meta``, once per shape). A unit that comes down reads
+the state's maxima, MAX-reduced over the shards (:func:`max_over_shards`). Needs placements
+``Shard(0)`` or ``Replicate`` (FSDP2, HSDP); otherwise the step is gathered.
 
-**Everything else: gather, compute replicated, keep the local shard.** For a parameter that is a
-``DTensor``, :func:`step_gathered` all-gathers the whole gradient and the whole weight
-(``full_tensor()``), runs the optimizer's unchanged step on these plain tensors, and copies this
-rank's shard of the new weight back into the parameter's local tensor. Every rank runs the same
-arithmetic on the same numbers, so:
+**Everything else: gather, compute replicated, keep the local shard.** For the other optimizers
+(eigendecompositions, QR, SVD, Newton-Schulz, Sinkhorn balancing, Gram matrices: Alice, Alice-0,
+GaLore, Fira, APOLLO, APOLLO-Mini, SOAP, Eigen-Adam, Shampoo, Muon, SWAN, SinkGD),
+:func:`step_gathered` all-gathers the whole gradient and the whole weight (``full_tensor()``),
+runs the optimizer's unchanged step on these plain tensors, and copies this rank's shard of the
+new weight back into the parameter's local tensor. Every rank runs the same arithmetic on the
+same numbers, so:
 
-- the result is the one-process result for the same gradient, for every optimizer (a matrix
-  algorithm needs the whole matrix: RACS's fixed point, Alice's and GaLore's eigendecompositions
-  and QR, Shampoo's roots, Muon's Newton-Schulz, SinkGD's balancing; a row or column statistic
-  needs every row or column);
+- the result is the one-process result for the same gradient, bit for bit;
 - the state is a set of plain tensors, identical on every rank (``torch.distributed.checkpoint``
   saves one copy of a replicated tensor and loads it on any number of ranks);
 - randomness is identical: Alice's switch draws come from a generator seeded by ``(seed, step)``
@@ -34,15 +42,16 @@ arithmetic on the same numbers, so:
   ``max |G|`` (``inf`` for a NaN or an infinity) with a MAX all-reduce over the mesh, so a NaN in
   one rank's shard makes every rank skip that parameter.
 
-**Cost.** Communication per step and parameter: on the local shard none (beyond the guard's);
-gathered, an all-gather of G and of W (each the size of the parameter). Both: one all-reduce of
-two numbers per parameter for the guard (one collective for all of them). Memory per rank: on
-the local shard, the state's shard (1/N of it); gathered, the whole optimizer state (replicated)
-and, transiently, one whole G and W. RACS and Adafactor are gathered: their row and column
-statistics by partial sums are not done (DECISIONS DT2 says what stands in the way), nor is each
-matrix's factorisation owned by one rank; the gathered step is the exact baseline such schemes
-are tested against. ``optimizer.sharded_step = "gather"`` (an attribute, default ``"auto"``)
-gathers element-wise steps too, for debugging.
+**Cost** per step and parameter. On the local shard: element-wise, no communication; RACS, 12
+all-reduces of at most ``max(m, n) + 1`` numbers (per fixed-point iteration a maximum and a sum
+over the sharded index, then the floor's mean and the limiter's norm); Adafactor, at most 4 (the column
+sums, their trace, two RMS). Gathered: an all-gather of G and of W (each the size of the
+parameter). All: one all-reduce of two numbers per parameter for the guard (one collective for all
+of them). Memory per rank: on the local shard, the state's shard (1/N of it; RACS's and
+Adafactor's per-column vectors whole); gathered, the whole optimizer state (replicated) and,
+transiently, one whole G and W. Each matrix's factorisation is computed by every rank (not owned
+by one, DECISIONS DT2). ``optimizer.sharded_step = "gather"`` (an attribute, default ``"auto"``)
+gathers the steps on shards too, for debugging and as their exact baseline.
 
 ``torch.compile`` of a step over DTensor parameters takes the eager step (graph breaks and all);
 ``traceable_step=True`` with DTensor parameters is a ``ValueError``.
@@ -50,13 +59,17 @@ gathers element-wise steps too, for debugging.
 
 from __future__ import annotations
 
-import contextvars
+import dataclasses
 import math
 import sys
+import weakref
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from ..reductions import COLS, LOCAL, ROWS, Reduction
+from .shard_reduction import ShardReduction
 
 
 def _dtensor_class() -> type | None:
@@ -134,44 +147,62 @@ def _reduced(t):
     return t.redistribute(t.device_mesh, [Replicate() if p.is_partial() else p for p in t.placements])
 
 
-#: the mesh of the DTensor parameter whose local shard is being stepped (:func:`step_local`): a
-#: host decision read from that shard's state (a unit's descent room) is reduced over it
-_SHARD_MESH: contextvars.ContextVar = contextvars.ContextVar("fimkit_shard_mesh", default=None)
+#: how the reductions of the step under way complete: :data:`fimkit.reductions.LOCAL`, or the
+#: :class:`~fimkit.optim.shard_reduction.ShardReduction` of the DTensor parameter whose local shard
+#: :func:`step_local` is stepping (a module global, not a ContextVar: dynamo traces a global read
+#: inside a compiled step, where ``ContextVar.get`` is a graph break)
+_REDUCTION: list[Reduction] = [LOCAL]
+
+
+def reduction() -> Reduction:
+    """The :class:`~fimkit.reductions.Reduction` that the step under way completes its row, column
+    and whole-matrix reductions with (``Block.partial_sums``): across the shards of the parameter
+    being stepped on its shard, else :data:`~fimkit.reductions.LOCAL`."""
+    return _REDUCTION[-1]
 
 
 def max_over_shards(values: Tensor) -> Tensor:
     """``values`` (one number per state tensor) MAX-reduced over the ranks holding the other shards
     of the parameter being stepped on its shard; ``values`` itself outside such a step."""
-    mesh = _SHARD_MESH.get()
-    if mesh is None:
+    current = _REDUCTION[-1]
+    if current.local:
         return values
-    reduced = values.to(mesh.device_type, copy=True)  # NCCL reduces device tensors only
-    for dim in range(mesh.ndim):
-        torch.distributed.all_reduce(reduced, op=torch.distributed.ReduceOp.MAX, group=mesh.get_group(dim))
+    reduced = values.to(current.device, copy=True)  # NCCL reduces device tensors only
+    for group in current.groups:
+        torch.distributed.all_reduce(reduced, op=torch.distributed.ReduceOp.MAX, group=group)
     return reduced.to(values.device)
 
 
 # -------------------------------------------------------------------------- the step
 def step_dtensor(optimizer, p, group: dict, grad_max: float | None) -> None:
-    """``optimizer``'s step of the DTensor parameter ``p``: on its local shard when the step is
-    element-wise and the shard layout allows it (:func:`shard_layout`), else gathered."""
-    layout = shard_layout(optimizer, p, group)
-    if layout is None:
+    """``optimizer``'s step of the DTensor parameter ``p``: on its local shard when the step allows
+    it (:func:`local_plan`), else gathered."""
+    plan = local_plan(optimizer, p, group)
+    if plan is None:
         step_gathered(optimizer._step_param, optimizer.state, p, group, grad_max)
     else:
-        step_local(optimizer._step_param, optimizer.state, p, group, grad_max, *layout)
+        step_local(optimizer, p, group, grad_max, plan)
 
 
-def shard_layout(optimizer, p, group: dict):
-    """``(shape, placements)`` of ``p``'s state as DTensors when ``optimizer`` steps ``p`` on its
-    local shard, None when it gathers. The shard path needs an element-wise step (the built-in
-    Adam, or a chain of ``Block.elementwise`` blocks: fimkit's Adam), ``p``'s placements
-    ``Shard(0)`` or ``Replicate`` (FSDP2's, HSDP's: a shard of the matrix view is then a block of
-    rows, or of a vector's entries), and state that one process keeps untransposed, so that the
-    sharded state is one process's state cut as the parameter is. ``optimizer.sharded_step =
-    "gather"`` forces the gathered step (for debugging)."""
-    from torch.distributed.tensor import Shard
+@dataclasses.dataclass(frozen=True)
+class LocalPlan:
+    """How a DTensor parameter steps on its local shard: the built-in Adam of a matrix-only
+    optimizer's tensor (state shaped as ``p``, cut as ``p``), or the chain on the shard's matrix
+    view, ``transposed`` as one process would (decided on the whole shape), whose ``axis`` index
+    (``ROWS`` or ``COLS``) is sharded."""
 
+    builtin: bool
+    transposed: bool = False
+    axis: str = ROWS
+
+
+def local_plan(optimizer, p, group: dict) -> LocalPlan | None:
+    """How ``optimizer`` steps the DTensor ``p`` on its local shard, None when it gathers. The shard
+    path needs ``p``'s placements ``Shard(0)`` or ``Replicate`` (FSDP2's, HSDP's: a shard of the
+    matrix view is then a block of rows, or of a vector's entries), and a step that is element-wise
+    (the built-in Adam; a chain of ``Block.elementwise`` blocks: fimkit's Adam) or whose other
+    blocks complete their reductions across shards (``Block.partial_sums``: RACS, Adafactor).
+    ``optimizer.sharded_step = "gather"`` forces the gathered step (for debugging)."""
     from .protocol import matrix_shape, working_shape
 
     if getattr(optimizer, "sharded_step", "auto") == "gather" or p.ndim == 0:
@@ -179,48 +210,103 @@ def shard_layout(optimizer, p, group: dict):
     if not all(pl.is_replicate() or pl.is_shard(0) for pl in p.placements):
         return None
     if optimizer._takes_builtin_adam(p, group):
-        return tuple(p.shape), tuple(p.placements)
-    m, n = matrix_shape(p.shape)
-    if not optimizer.elementwise or working_shape(m, n, group["transpose_to_short_side"])[2]:
+        return LocalPlan(builtin=True)
+    if not steps_on_shards(optimizer):
         return None
-    # the chain keeps state in the matrix view: a vector's entries are its columns
-    dim = 0 if p.ndim >= 2 else 1
-    return (m, n), tuple(Shard(dim) if pl.is_shard() else pl for pl in p.placements)
+    _, _, transposed = working_shape(*matrix_shape(p.shape), group["transpose_to_short_side"])
+    rows_sharded = (p.ndim >= 2) != transposed  # a vector's entries are its (1, n) view's columns
+    return LocalPlan(builtin=False, transposed=transposed, axis=ROWS if rows_sharded else COLS)
 
 
-def step_local(step_param, state: dict, p, group: dict, grad_max: float | None, shape: tuple[int, ...],
-               placements: tuple) -> None:
-    """One step of the DTensor parameter ``p`` on its local shard alone: ``step_param(local, group,
-    grad_max)`` on the plain local tensor (written in place), with ``p``'s gradient's local shard
-    and the local shards of its state; state tensors come back as DTensors of the global
-    ``shape`` cut as ``placements`` (what ``torch.distributed.checkpoint`` saves sharded: a plain
-    tensor that differs between ranks would be saved once, as if replicated). ``grad_max`` is the
+def steps_on_shards(optimizer) -> bool:
+    """Whether every block of ``optimizer``'s chain runs on a block of rows (``elementwise`` or
+    ``partial_sums``)."""
+    blocks = getattr(optimizer, "blocks", ())
+    return bool(blocks) and all(block.elementwise or block.partial_sums for block in blocks)
+
+
+def step_local(optimizer, p, group: dict, grad_max: float | None, plan: LocalPlan) -> None:
+    """One step of the DTensor parameter ``p`` on its local shard alone: ``optimizer._step_param``
+    of the plain local tensor (written in place; its transposed matrix view when ``plan`` says so),
+    with ``p``'s gradient's local shard and the local shards of its state, while :func:`reduction`
+    completes the chain's reductions across the shards. State tensors along the sharded index come
+    back as DTensors of the whole shape cut as ``p`` is (what ``torch.distributed.checkpoint`` saves
+    sharded and reshards on load); the others (one number, or per index of the unsharded side:
+    computed from completed reductions, the same on every rank) stay plain. ``grad_max`` is the
     whole gradient's (:func:`extremes`), so the guard and the unit decide alike on every rank."""
-    from torch.distributed.tensor import DTensor
-
     local = p.detach().to_local()  # shares p's storage: the step writes the new weights into it
     grad = _reduced(p.grad)
     if tuple(grad.placements) != tuple(p.placements):
         grad = grad.redistribute(p.device_mesh, p.placements)
-    local.grad = grad.to_local()
-    own = state[p]
-    views = {key: value.to_local() if is_dtensor(value) else value for key, value in own.items()}
-    state[local] = views
-    token = _SHARD_MESH.set(p.device_mesh)
+    local_grad = grad.to_local()
+    if plan.transposed:  # the chain must not decide on the shard's shape: one process's transpose
+        local, local_grad = local.reshape(local.shape[0], -1).mT, local_grad.reshape(local.shape[0], -1).mT
+    if group["transpose_to_short_side"]:
+        group = {**group, "transpose_to_short_side": False}
+    local.grad = local_grad
+    own = optimizer.state[p]
+    optimizer.state[local] = {key: value.to_local() if is_dtensor(value) else value for key, value in own.items()}
+    groups = [p.device_mesh.get_group(d) for d, pl in enumerate(p.placements) if not pl.is_replicate()]
+    _REDUCTION.append(ShardReduction(groups, plan.axis, device=p.device_mesh.device_type))
     try:
-        step_param(local, group, grad_max)
+        optimizer._step_param(local, group, grad_max)
     finally:
-        _SHARD_MESH.reset(token)
-        del state[local]
-    stride = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
+        _REDUCTION.pop()
+        views = optimizer.state.pop(local)
+    sharded_dims = _sharded_state_dims(optimizer, p, group, plan, views)
     for key, value in views.items():
-        if isinstance(value, Tensor) and value.ndim:  # a per-entry state tensor (step, unit: 0-d)
-            if value.ndim != len(shape):
-                raise RuntimeError(f"state {key!r} of shape {tuple(value.shape)} is not per entry of a "
-                                   f"parameter whose state has shape {shape}; the step is not element-wise")
-            value = DTensor.from_local(value, p.device_mesh, placements, run_check=False, shape=shape,
-                                       stride=stride)
-        own[key] = value
+        if key in sharded_dims:
+            own[key] = _as_sharded(value, p, sharded_dims[key])
+        else:
+            own[key] = value
+
+
+def _as_sharded(local: Tensor, p, dim: int):
+    """The DTensor of ``p``'s mesh whose local shard is ``local``, sharded on its dimension ``dim``
+    (of whole length ``p.shape[0]``, the length of ``p``'s sharded dimension) where ``p`` is."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    shape = list(local.shape)
+    shape[dim] = p.shape[0]
+    stride = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
+    placements = [pl if pl.is_replicate() else Shard(dim) for pl in p.placements]
+    return DTensor.from_local(local, p.device_mesh, placements, run_check=False, shape=tuple(shape), stride=stride)
+
+
+#: per optimizer: the sharded dimension of each state key, per (working shape, sharded index, keys)
+_STATE_DIMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _sharded_state_dims(optimizer, p, group: dict, plan: LocalPlan, state: dict) -> dict[str, int]:
+    """``{state key: its dimension along the sharded index}`` for the state tensors of ``p``'s
+    shard that are cut as ``p`` is. The built-in Adam's state is shaped as ``p``. A chain's is found
+    from its own state initialisation (on the ``meta`` device: nothing allocated), once per shape:
+    a dimension that grows with the sharded index is along it; a tensor none of whose dimensions
+    grows is one number or per index of the other side (whole on every rank)."""
+    from .protocol import matrix_shape, working_shape
+
+    if plan.builtin:
+        return {key: 0 for key, value in state.items() if isinstance(value, Tensor) and value.ndim}
+    m, n, _ = working_shape(*matrix_shape(p.shape), plan.transposed)
+    key = (m, n, plan.axis, tuple(sorted(state)))
+    cache = _STATE_DIMS.setdefault(optimizer, {})
+    if key not in cache:
+        dtype = torch.promote_types(p.dtype, torch.float32)
+        grown = (m + 1, n) if plan.axis == ROWS else (m, n + 1)
+        with torch.random.fork_rng(devices=[]):
+            base = optimizer._init_state(m, n, torch.empty(m, n, device="meta"), group, dtype)
+            bigger = optimizer._init_state(*grown, torch.empty(*grown, device="meta"), group, dtype)
+        dims = {}
+        for name, value in base.items():
+            changed = [d for d, (a, b) in enumerate(zip(value.shape, bigger[name].shape)) if a != b]
+            if len(changed) > 1:
+                raise RuntimeError(f"{type(optimizer).__name__}'s state {name!r} of shape {tuple(value.shape)} "
+                                   f"grows in {len(changed)} dimensions with the sharded index; it cannot be "
+                                   f"stepped on a shard (Block.partial_sums promises state per row, column or entry)")
+            if changed:
+                dims[name] = changed[0]
+        cache[key] = dims
+    return cache[key]
 
 
 def step_gathered(step_param, state: dict, p: Tensor, group: dict, grad_max: float | None) -> None:

@@ -162,6 +162,14 @@ class Structure:
         _check_dense_fallback(self, m, n, "statistics")
         return {"fim": (m * n, m * n)}
 
+    def reduces_by_partial_sums(self) -> bool:
+        """Whether :meth:`statistics` and :meth:`fit` take ``reduce=`` (a
+        :class:`fimkit.reductions.Reduction`) and reduce through it alone, with statistics per
+        row, per column or per entry, and :meth:`precondition` is per entry given them: then an
+        optimizer steps a block of rows of a sharded weight with this structure, completing the
+        sums across ranks (``fimkit.optim.sharded``). False unless a structure says so."""
+        return False
+
     def statistics(self, grad: Tensor) -> dict[str, Tensor]:
         """Per-step statistics of one gradient; the optimizer averages them (EMA)."""
         m, n = grad.shape[-2:]

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from ..linalg import fixed_point_rank1, inverse_power
+from ..reductions import COLS, LOCAL, ROWS, Reduction
 from .base import Params, ParamSpec, Structure
 from .factors import DiagonalFactor, FactorFamily, Full, Identity
 
@@ -274,11 +275,18 @@ class Kronecker(Structure):
             return {"moment": torch.tensordot(a, b, dims=0)}
         return {"rows": a, "cols": b}
 
-    def statistics(self, grad: Tensor) -> dict[str, Tensor]:
+    def reduces_by_partial_sums(self) -> bool:
+        # Adafactor's marginals: row and column sums of G*G, and their trace
+        return self.resolved_estimator == "marginal" and self.rows == self.cols == DiagonalFactor()
+
+    def statistics(self, grad: Tensor, reduce: Reduction = LOCAL) -> dict[str, Tensor]:
         m, n = grad.shape[-2:]
         estimator = self.resolved_estimator
         if estimator in ONE_GRADIENT_ESTIMATORS:
             return {}
+        if self.reduces_by_partial_sums():  # the sums kronecker_moment takes, on one G*G
+            square = grad * grad
+            return {"rows": reduce.sum(square, (-1,), over=COLS), "cols": reduce.sum(square, (-2,), over=ROWS)}
         if estimator == "exact":
             return {"moment": kronecker_moment(self.rows, self.cols, grad)}
         if estimator == "per_sample":
@@ -290,7 +298,7 @@ class Kronecker(Structure):
             "cols": kronecker_moment(Identity(), self.cols, grad),
         }
 
-    def fit(self, stats: dict[str, Tensor], m: int, n: int) -> Params:
+    def fit(self, stats: dict[str, Tensor], m: int, n: int, reduce: Reduction = LOCAL) -> Params:
         estimator = self.resolved_estimator
         if estimator in ONE_GRADIENT_ESTIMATORS:
             raise ValueError(f"estimator={estimator!r} keeps no statistics: the member is fitted to each direction "
@@ -305,7 +313,8 @@ class Kronecker(Structure):
         a = stats["rows"] / (m if isinstance(self.rows, Identity) else 1)
         b = stats["cols"] / (n if isinstance(self.cols, Identity) else 1)
         if estimator == "marginal":
-            total = self.rows.trace(a, m).clamp_min(torch.finfo(a.dtype).tiny)
+            total = reduce.sum(a, -1, over=ROWS) if self.reduces_by_partial_sums() else self.rows.trace(a, m)
+            total = total.clamp_min(torch.finfo(a.dtype).tiny)
             return {"rows": a, "cols": b / total}
         if self.keep_constants:
             a, b = a / n, b / m

@@ -111,6 +111,21 @@ def fimkit_candidate(name: str, amortise_over: int = 200, **hyperparameters) -> 
                      hyperparameters=hyperparameters, algorithm=name)
 
 
+#: fimkit optimizers with a compiled fused step (``optimizer.fused_step = True``), benched beside the eager one
+FUSED = ("adam",)
+
+
+def fused_candidate(name: str) -> Candidate:
+    """``name`` with ``fused_step = True`` (its defaults otherwise)."""
+    cls = registered()[name]
+
+    def build(params):
+        optimizer = cls(params)
+        optimizer.fused_step = True
+        return optimizer
+    return Candidate(f"{name} (fused_step)", build, registered_name=name, algorithm=name, min_warmup=2)
+
+
 def all_hyperparameters(candidate: Candidate) -> dict:
     """The candidate's registered defaults with its overrides (what its floor is computed from)."""
     return {**registered_defaults(candidate.registered_name), **candidate.hyperparameters}

@@ -42,7 +42,7 @@ def with_saved_classes(optimizer: torch.optim.Optimizer, state_dict: dict[str, A
 
 
 #: attributes that copies and pickles keep (torch's ``__getstate__`` keeps none)
-KEPT_ATTRIBUTES = ("nonfinite_skips", "traceable_step", "sharded_step", "inplace_step")
+KEPT_ATTRIBUTES = ("nonfinite_skips", "traceable_step", "sharded_step", "inplace_step", "fused_step")
 
 COMMON_HYPERPARAMETERS = {
     "lr": 1e-3,
@@ -79,6 +79,7 @@ class ChainOptimizer(torch.optim.Optimizer):
     #: the Adam chain's eager step with in-place temporaries (fimkit.optim.inplace_adam, bit-identical
     #: to the per-block step, which False keeps)
     inplace_step = True
+    fused_step = False  # True: the Adam chain as one compiled kernel per tensor (fimkit.optim.fused_adam)
 
     @classmethod
     def common_hyperparameters(cls) -> dict[str, Any]:

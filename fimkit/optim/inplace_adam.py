@@ -24,7 +24,8 @@ float32/float64 (or state in another dtype), a non-contiguous parameter, a trans
 shape, a gradient unit other than 1 or one about to move (``fimkit.optim.units``), and group
 options the lines above do not cover (``beta1 = 0``, ``accumulate``, ``precondition_frequency > 1``,
 ``beta2_decay``, ``power != 0.5``). ``inplace_step = False`` on the class or an instance keeps the
-per-block step everywhere (tests compare the two).
+per-block step everywhere (tests compare the two). ``fused_step = True`` runs the same lines as
+one compiled kernel (:mod:`fimkit.optim.fused_adam`; within rounding, not bit for bit).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import sharded, units
+from . import fused_adam, sharded, units
 from .protocol import Group, matrix_shape, working_shape
 
 _ADAM_CHAIN: dict[type, bool] = {}
@@ -89,6 +90,8 @@ def step_param(optimizer, p: Tensor, group: Group, grad_max: float | None) -> No
     state["step"] += 1
     step = int(state["step"])  # a CPU tensor: no device sync
     param, grad = p.detach().view(m, n), p.grad.reshape(m, n)
+    if optimizer.fused_step and fused_adam.step_tensor(optimizer, param, grad, state, group, step):
+        return
     exp_avg, second = state["exp_avg"], state["fisher_d"]
     exp_avg.lerp_(grad, 1 - beta1)
     # X: a fresh tensor (the division below writes into it), never the state itself

@@ -238,7 +238,10 @@ class CompensatedBackProjection(Block):
         if mode == "none" or r == m:
             return basis @ (direction * alpha)
         orthonormal = is_orthonormal_rule(group["switching"], group["switch_mode"], group["projection"])
-        energy = residual_energy(grad, sigma, None if orthonormal else basis)
+        # eager: G^2 goes into m x n memory that the back-projection then writes its result into
+        # (compiled: the compiler plans the memory, and out= would break its graph)
+        workspace = torch.empty_like(grad) if orthonormal and not torch.compiler.is_compiling() else None
+        energy = residual_energy(grad, sigma, None if orthonormal else basis, workspace)
         if mode == "optimal":  # Alg 3
             p = state["compensation_p"].lerp_(energy, 1.0 - group["betas"][0])
             scale = optimal_column_scale(p, m - r, group["compensation_eps"])
@@ -253,7 +256,7 @@ class CompensatedBackProjection(Block):
             factor, new_phi = limiter_from_norm(norm, phi, group["gamma"], first=phi == 0)
             phi.copy_(new_phi)
         weight = group["alpha_c"] * (alpha if self.compensation_scaled_by_alpha else 1.0)
-        return back_project(basis, direction * alpha, grad, sigma, scale * (factor * weight))
+        return back_project(basis, direction * alpha, grad, sigma, scale * (factor * weight), workspace)
 
 
 class ChannelScaling(Block):

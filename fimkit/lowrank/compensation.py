@@ -27,15 +27,19 @@ from ..structures.lowrank import COMPENSATION_MODES
 NORM_RATIO_EPS = 1e-8
 
 
-def residual_energy(grad: Tensor, sigma: Tensor, basis: Tensor | None = None) -> Tensor:
+def residual_energy(grad: Tensor, sigma: Tensor, basis: Tensor | None = None,
+                    workspace: Tensor | None = None) -> Tensor:
     """``||g_j - U U^T g_j||^2`` for every column ``j`` (length ``n``).
 
     Without ``basis`` (``U`` orthonormal) this is Alg 3's ``colsum(G^2) - colsum(sigma^2)``,
     clamped at 0 against round-off; with ``basis`` it is computed from the residual itself (for
-    bases that are not orthonormal, where the identity does not hold).
+    bases that are not orthonormal, where the identity does not hold; that costs a third
+    ``m x r x n`` product). ``workspace`` (``empty_like(grad)``, same strides) receives ``G^2``,
+    so that the caller can reuse the m x n memory for the back-projection.
     """
     if basis is None:
-        return (grad.square().sum(-2) - sigma.square().sum(-2)).clamp_min(0)
+        squares = grad.square() if workspace is None else torch.square(grad, out=workspace)
+        return squares.sum(-2).sub_(sigma.square().sum(-2)).clamp_min_(0)
     return (grad - basis @ sigma).square().sum(-2)
 
 
@@ -62,7 +66,30 @@ def scaled_residual_norm(energy: Tensor, column_scale: Tensor) -> Tensor:
 
 
 def back_project(basis: Tensor, direction: Tensor, grad: Tensor, sigma: Tensor,
-                 column_coefficient: Tensor) -> Tensor:
-    """``U direction + (G - U sigma) diag(c)``, computed as ``U (direction - sigma diag(c)) + G diag(c)``."""
+                 column_coefficient: Tensor, workspace: Tensor | None = None) -> Tensor:
+    """``U direction + (G - U sigma) diag(c)``, computed as ``U (direction - sigma diag(c)) + G diag(c)``.
+
+    ``workspace``: m x n memory that is free now (``residual_energy``'s squares); the result is
+    written there instead of into a new m x n tensor (same kernels, so the same bits).
+    """
     c = column_coefficient.unsqueeze(-2)
-    return (basis @ (direction - sigma * c)).addcmul_(grad, c)
+    if torch.compiler.is_compiling():  # the compiler fuses the element-wise ops itself
+        return (basis @ (direction - sigma * c)).addcmul_(grad, c)
+    coefficients = sigma * c
+    coefficients = torch.sub(direction, coefficients, out=coefficients)  # in place: one r x n temporary
+    out = None if workspace is None else row_major_alias(workspace, basis.dtype)
+    projected = basis @ coefficients if out is None else torch.mm(basis, coefficients, out=out)
+    return projected.addcmul_(grad, c)
+
+
+def row_major_alias(workspace: Tensor, dtype: torch.dtype) -> Tensor | None:
+    """``workspace``'s memory as a row-major matrix of its shape, or None (not 2-D, another dtype,
+    or neither row- nor column-major). Row-major because a GEMM into a column-major result
+    computes the transposed product, which does not give the same bits in float64."""
+    if workspace.ndim != 2 or workspace.dtype != dtype:
+        return None
+    if workspace.is_contiguous():
+        return workspace
+    if workspace.mT.is_contiguous():  # the tall (transposed) weight's layout
+        return workspace.mT.reshape(-1).view(workspace.shape)
+    return None

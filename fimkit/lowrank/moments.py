@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 
@@ -17,7 +18,10 @@ def projected_adam_direction(exp_avg: Tensor, exp_avg_sq: Tensor, sigma: Tensor,
     beta1, beta2 = betas
     exp_avg.lerp_(sigma, 1.0 - beta1)
     exp_avg_sq.mul_(beta2).addcmul_(sigma, sigma, value=1.0 - beta2)
-    return exp_avg / (exp_avg_sq.sqrt() + eps)
+    if torch.compiler.is_compiling():  # the compiler fuses these itself; out= would break its graph
+        return exp_avg / (exp_avg_sq.sqrt() + eps)
+    denominator = exp_avg_sq.sqrt().add_(eps)  # the same ops in place: one r x n temporary, not three
+    return torch.div(exp_avg, denominator, out=denominator)
 
 
 def bias_correction_factor(betas: tuple[float, float], step: int | Tensor) -> float | Tensor:

@@ -1,7 +1,8 @@
 """The Adam chain as one compiled kernel (``optimizer.fused_step = True``, ``fimkit.optim.fused_adam``)
 against the eager step: the same trajectory within rounding (the compiler may contract and
-reorder the per-entry arithmetic), across the options it covers; off by default; and a platform
-where the kernel cannot be compiled gets the eager step and one warning."""
+reorder the per-entry arithmetic), across the options it covers, with one call for the group on
+ordinary steps and one per tensor on the step that skips a non-finite gradient; off by default;
+and a platform where the kernel cannot be compiled gets the eager step and one warning."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def test_a_kernel_that_cannot_compile_falls_back_to_the_eager_step_with_one_warn
     def no_compiler(*arguments):
         raise RuntimeError("no C++ compiler found")
 
-    monkeypatch.setattr(fused_adam, "kernel", lambda: no_compiler)
+    monkeypatch.setattr(fused_adam, "kernel", lambda: no_compiler)  # the call per tensor
+    monkeypatch.setattr(fused_adam, "group_kernel", lambda: no_compiler)  # and the one per group
     eager, _ = _run(False)
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(s)) for s in [(33, 40), (40, 33), (17,), (3, 4, 5)]]

@@ -92,7 +92,7 @@ def test_bf16_parameters_take_the_per_block_step():
     params = [torch.nn.Parameter(torch.randn(4, 6, dtype=torch.bfloat16))]
     params[0].grad = torch.randn_like(params[0])
     optimizer = Adam(params)
-    assert not inplace_adam._eligible(optimizer, params[0], optimizer.param_groups[0], 1.0)
+    assert not inplace_adam.eligible(optimizer, params[0], optimizer.param_groups[0], 1.0)
     optimizer.step()
     assert optimizer.state[params[0]]["exp_avg"].dtype == torch.float32
 

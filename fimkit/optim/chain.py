@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from . import builtin_adam, guard, inplace_adam, sharded, traced, units
+from . import builtin_adam, fused_adam, guard, inplace_adam, sharded, traced, units
 from .domains import BOOLEAN, NON_NEGATIVE, STATE_DTYPE, check_group, choice
 from .protocol import (  # noqa: F401 - re-exported: fimkit.optim.chain was their home
     Block, Group, ScalarBlock, State, StateShape, init_with_signature, is_refresh_step, matrix_shape, working_shape)
@@ -259,9 +259,12 @@ class ChainOptimizer(torch.optim.Optimizer):
         # fimkit's Adam: the same operations with in-place temporaries (bit-identical, DECISIONS B6)
         step = functools.partial(inplace_adam.step_param, self) if inplace_adam.wanted(self, group) \
             else self._step_param
-        for (index, p), grad_max in zip(live, extremes):
-            if guard.admit(self, group, index, grad_max):
-                step(p, group, grad_max)
+        admitted = ((p, grad_max) for (index, p), grad_max in zip(live, extremes)
+                    if guard.admit(self, group, index, grad_max))
+        if self.fused_step and inplace_adam.wanted(self, group):  # one compiled call for the group
+            admitted = fused_adam.step_group(self, group, list(admitted), len(live))
+        for p, grad_max in admitted:
+            step(p, group, grad_max)
 
     def _init_group(self, group: Group) -> None:
         """State for the group's parameters that have a gradient and no state yet (what their first

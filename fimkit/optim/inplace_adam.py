@@ -60,7 +60,7 @@ def wanted(optimizer, group: Group) -> bool:
             and group["beta2_decay"] is None and group["power"] == 0.5)
 
 
-def _eligible(optimizer, p: Tensor, group: Group, grad_max: float | None) -> bool:
+def eligible(optimizer, p: Tensor, group: Group, grad_max: float | None) -> bool:
     if sharded.is_dtensor(p) or p.dtype not in (torch.float32, torch.float64) or not p.is_contiguous():
         return False
     if p.grad.dtype != p.dtype:
@@ -81,7 +81,7 @@ def _eligible(optimizer, p: Tensor, group: Group, grad_max: float | None) -> boo
 def step_param(optimizer, p: Tensor, group: Group, grad_max: float | None) -> None:
     """``optimizer``'s eager step of ``p`` (admitted by the non-finite guard) under ``group``, for
     which :func:`wanted` is true: the in-place form when ``p`` is eligible, else the per-block one."""
-    if not _eligible(optimizer, p, group, grad_max):
+    if not eligible(optimizer, p, group, grad_max):
         optimizer._step_param(p, group, grad_max)
         return
     beta1, beta2 = group["betas"]

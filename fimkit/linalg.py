@@ -6,7 +6,6 @@ where that makes sense, and knows nothing about optimizers. Spec: algorithms.md 
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 
@@ -35,13 +34,18 @@ def exact_normaliser(x: Tensor, dim: int | tuple[int, ...] | None = None, amax: 
     return torch.where((amax > 0) & (amax < math.inf), scale, 1.0)
 
 
-@functools.cache
+_SCALE_EXPONENTS: dict[torch.dtype, tuple[int, int]] = {}
+
+
 def _scale_exponents(dtype: torch.dtype) -> tuple[int, int]:
     """The exponents of the smallest and largest power of two ``dtype`` represents (normal):
-    the scale itself must be representable, 2^-126 .. 2^127 in float32. (Cached: read for every
-    half-step of RACS's fixed point, where ``torch.finfo`` was a tenth of the step.)"""
-    finfo = torch.finfo(dtype)
-    return math.frexp(finfo.tiny)[1] - 1, math.frexp(finfo.max)[1] - 1
+    the scale itself must be representable, 2^-126 .. 2^127 in float32. (Kept per dtype in a plain
+    dict, which dynamo traces, unlike a ``functools.cache``: read for every half-step of RACS's
+    fixed point, where ``torch.finfo`` was a tenth of the step.)"""
+    if dtype not in _SCALE_EXPONENTS:
+        finfo = torch.finfo(dtype)
+        _SCALE_EXPONENTS[dtype] = (math.frexp(finfo.tiny)[1] - 1, math.frexp(finfo.max)[1] - 1)
+    return _SCALE_EXPONENTS[dtype]
 
 
 def eigh_descending(a: Tensor) -> tuple[Tensor, Tensor]:

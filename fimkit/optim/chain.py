@@ -79,7 +79,7 @@ class ChainOptimizer(torch.optim.Optimizer):
     #: the Adam chain's eager step with in-place temporaries (fimkit.optim.inplace_adam, bit-identical
     #: to the per-block step, which False keeps)
     inplace_step = True
-    fused_step = False  # True: the Adam chain as one compiled kernel per tensor (fimkit.optim.fused_adam)
+    fused_step = False  # True: the Adam chain compiled, one call a group (fimkit.optim.fused_adam)
 
     @classmethod
     def common_hyperparameters(cls) -> dict[str, Any]:
@@ -257,11 +257,11 @@ class ChainOptimizer(torch.optim.Optimizer):
             extremes = ([known[p] for _, p in live] if known is not None
                         else gradient_extremes([p.grad for _, p in live]))
         # fimkit's Adam: the same operations with in-place temporaries (bit-identical, DECISIONS B6)
-        step = functools.partial(inplace_adam.step_param, self) if inplace_adam.wanted(self, group) \
-            else self._step_param
+        adam_chain = inplace_adam.wanted(self, group)
+        step = functools.partial(inplace_adam.step_param, self) if adam_chain else self._step_param
         admitted = ((p, grad_max) for (index, p), grad_max in zip(live, extremes)
                     if guard.admit(self, group, index, grad_max))
-        if self.fused_step and inplace_adam.wanted(self, group):  # one compiled call for the group
+        if self.fused_step and adam_chain:  # one compiled call for the group
             admitted = fused_adam.step_group(self, group, list(admitted), len(live))
         for p, grad_max in admitted:
             step(p, group, grad_max)

@@ -77,28 +77,49 @@ def step_group(optimizer, group: dict, admitted: list, live: int) -> list:
 
     if len(admitted) != live or live < 2 or not all(eligible(optimizer, p, group, m) for p, m in admitted):
         return admitted
-    chosen = admitted
-    beta1, beta2 = group["betas"]
-    corrected = group["bias_correction"]
     tensors, bias1, bias2 = ([], [], [], []), [], []
-    for p, _ in chosen:
+    for p, _ in admitted:
         state = optimizer.state[p]
-        step = int(state["step"]) + 1
         shape = matrix_shape(p.shape)
         for out, value in zip(tensors, (p.detach().view(shape), p.grad.reshape(shape), state["exp_avg"],
                                         state["fisher_d"])):
             out.append(value)
-        bias1.append(1 - beta1**step if corrected else 1.0)
-        bias2.append(1 - beta2**step if corrected else 1.0)
-    try:
-        group_kernel()(*tensors, beta1, beta2, group["lr"], group["eps"], bias1, bias2,
-                       1 - group["lr"] * group["weight_decay"])
-    except (torch._dynamo.exc.TorchDynamoException, RuntimeError, OSError) as exc:  # not compilable here
-        _switch_off(optimizer, exc, stacklevel=4)
+        corrections = _bias_corrections(group, int(state["step"]) + 1)
+        bias1.append(corrections[0])
+        bias2.append(corrections[1])
+    if not _compiled_call(optimizer, group_kernel, (*tensors, *_scalars(group), bias1, bias2, _decay(group))):
         return admitted
-    for p, _ in chosen:  # counted once the step is made (a failed compile steps nothing)
+    for p, _ in admitted:  # counted once the step is made (a failed compile steps nothing)
         optimizer.state[p]["step"] += 1
     return []
+
+
+def _scalars(group: dict) -> tuple[float, float, float, float]:
+    """``(beta1, beta2, lr, eps)``, the kernels' arguments before the bias corrections."""
+    return (*group["betas"], group["lr"], group["eps"])
+
+
+def _bias_corrections(group: dict, step: int) -> tuple[float, float]:
+    """``(1 - beta1^t, 1 - beta2^t)``, or ones without bias correction."""
+    if not group["bias_correction"]:
+        return 1.0, 1.0
+    beta1, beta2 = group["betas"]
+    return 1 - beta1**step, 1 - beta2**step
+
+
+def _decay(group: dict) -> float:
+    return 1 - group["lr"] * group["weight_decay"]
+
+
+def _compiled_call(optimizer, compiled, arguments: tuple) -> bool:
+    """``compiled()(*arguments)``; False, with the switch turned off and one warning, when the kernel
+    cannot be compiled here (nothing was computed: compiling comes before running)."""
+    try:
+        compiled()(*arguments)
+    except (torch._dynamo.exc.TorchDynamoException, RuntimeError, OSError) as exc:  # not compilable here
+        _switch_off(optimizer, exc, stacklevel=5)
+        return False
+    return True
 
 
 def _switch_off(optimizer, exc: Exception, stacklevel: int) -> None:
@@ -112,14 +133,6 @@ def _switch_off(optimizer, exc: Exception, stacklevel: int) -> None:
 def step_tensor(optimizer, param: Tensor, grad: Tensor, state: dict, group: dict, step: int) -> bool:
     """The compiled step of one eligible tensor (its matrix view); False, with the switch turned off
     and one warning, when the kernel cannot be compiled here (the caller then steps it eagerly)."""
-    beta1, beta2 = group["betas"]
-    corrected = group["bias_correction"]
-    arguments = (param, grad, state["exp_avg"], state["fisher_d"], beta1, beta2, group["lr"], group["eps"],
-                 1 - beta1**step if corrected else 1.0, 1 - beta2**step if corrected else 1.0,
-                 1 - group["lr"] * group["weight_decay"])
-    try:
-        kernel()(*arguments)
-    except (torch._dynamo.exc.TorchDynamoException, RuntimeError, OSError) as exc:  # not compilable here
-        _switch_off(optimizer, exc, stacklevel=4)
-        return False
-    return True
+    arguments = (param, grad, state["exp_avg"], state["fisher_d"], *_scalars(group),
+                 *_bias_corrections(group, step), _decay(group))
+    return _compiled_call(optimizer, kernel, arguments)

@@ -42,7 +42,8 @@ class ShardReduction(Reduction):
     def _crosses(self, over: str) -> bool:
         return over == BOTH or over == self.axis
 
-    def _all_reduce(self, tensor: Tensor, op) -> Tensor:
+    def all_reduce(self, tensor: Tensor, op) -> Tensor:
+        """``tensor`` reduced in place with ``op`` over every sharding group."""
         for group in self.groups:
             dist.all_reduce(tensor, op=op, group=group)
         return tensor
@@ -50,7 +51,7 @@ class ShardReduction(Reduction):
     def complete(self, *partials: Tensor, over: str) -> tuple[Tensor, ...]:
         if not self._crosses(over):
             return partials
-        flat = self._all_reduce(torch.cat([p.reshape(-1) for p in partials]), dist.ReduceOp.SUM)
+        flat = self.all_reduce(torch.cat([p.reshape(-1) for p in partials]), dist.ReduceOp.SUM)
         return tuple(part.view(p.shape) for part, p in zip(flat.split([p.numel() for p in partials]), partials))
 
     def amax(self, x: Tensor, over: str) -> Tensor:
@@ -58,7 +59,7 @@ class ShardReduction(Reduction):
             return x.amax()
         # a rank holding no entries contributes the identity of MAX
         partial = x.amax() if x.numel() else x.new_full((), -math.inf)
-        return self._all_reduce(partial.clone(), dist.ReduceOp.MAX)
+        return self.all_reduce(partial.clone(), dist.ReduceOp.MAX)
 
     def sum(self, x: Tensor, dim, over: str) -> Tensor:
         return self.complete(x.sum(dim), over=over)[0]

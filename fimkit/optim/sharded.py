@@ -168,9 +168,7 @@ def max_over_shards(values: Tensor) -> Tensor:
     if current.local:
         return values
     reduced = values.to(current.device, copy=True)  # NCCL reduces device tensors only
-    for group in current.groups:
-        torch.distributed.all_reduce(reduced, op=torch.distributed.ReduceOp.MAX, group=group)
-    return reduced.to(values.device)
+    return current.all_reduce(reduced, torch.distributed.ReduceOp.MAX).to(values.device)
 
 
 # -------------------------------------------------------------------------- the step

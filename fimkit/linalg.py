@@ -23,15 +23,17 @@ def exact_normaliser(x: Tensor, dim: int | tuple[int, ...] | None = None, amax: 
     computation that is homogeneous in ``x`` (sums, products, quotients, square roots of even
     powers) is the same on ``x * 2^-e``, scaled back: normalising this way before squaring
     removes over- and underflow without changing one bit of an ordinary result. 1 where ``x`` is
-    all zero or not finite. No host sync. ``amax``, when given, is ``max|x|`` (e.g. over every
+    all zero (``frexp(0)`` has exponent 0) or not finite (exponent 0 from ``frexp`` on CPU and
+    CUDA; where the C library leaves it unspecified, some power of two: a non-finite ``x`` stays
+    non-finite either way). No host sync. ``amax``, when given, is ``max|x|`` (e.g. over every
     shard of a sharded ``x``: :mod:`fimkit.reductions`).
     """
     if amax is None:
         amax = x.abs().amax() if dim is None else x.abs().amax(dim=dim, keepdim=True)
     low, high = _scale_exponents(x.dtype)
-    scale = torch.ldexp(torch.ones_like(amax), torch.frexp(amax)[1].neg_().clamp_(low, high))
-    # amax >= 0 or NaN: "0 < amax < inf" is "positive and finite" (isfinite costs twice a comparison)
-    return torch.where((amax > 0) & (amax < math.inf), scale, 1.0)
+    # (no mask for the zero and non-finite cases: four kernels of the nine, called ten times a
+    # matrix by RACS's fixed point)
+    return torch.ldexp(torch.ones_like(amax), torch.frexp(amax)[1].neg_().clamp_(low, high))
 
 
 _SCALE_EXPONENTS: dict[torch.dtype, tuple[int, int]] = {}
@@ -76,20 +78,27 @@ def keep_on_failure(compute, previous, what: str):
         return previous
 
 
-def inverse_power(x: Tensor, power: float, eps: float = 0.0) -> Tensor:
+def inverse_power(x: Tensor, power: float, eps: float = 0.0, overwrite: bool = False) -> Tensor:
     """Element-wise ``(x + eps) ** -power`` with the pseudo-inverse convention ``0 -> 0``.
 
     Used for eigenvalues of a PSD approximation: a zero (or round-off negative) eigenvalue means
     the direction is outside the approximation's range, where the pseudo-inverse acts as 0.
+    ``overwrite=True`` lets it write the result into ``x`` (a temporary of the caller's).
     """
     if power <= 0:
         raise ValueError(f"inverse_power needs power > 0, got {power}")
-    shifted = x + eps if eps else x
-    # Non-positive entries become +inf, whose negative power is exactly 0: one new tensor and
-    # three passes, where masks and two wheres made six (a third of Adafactor's step on CPU).
-    out = torch.where(shifted > 0, shifted, torch.inf)
+    if eps:
+        x = x.add_(eps) if overwrite else x + eps
+        overwrite = True  # x is now a temporary of this function's
     if power == 0.5:
-        return out.rsqrt_()
+        # rsqrt maps every entry the convention sends to 0 (0, -0, negatives, -inf, NaN) to
+        # +-inf or NaN and no positive one to either, so mapping those to 0 afterwards is the
+        # same result, bit for bit, in two in-place passes (a mask and a where made four: a
+        # third of Adafactor's step on CPU)
+        root = x.rsqrt_() if overwrite else x.rsqrt()
+        return root.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    # Non-positive entries become +inf, whose negative power is exactly 0.
+    out = torch.where(x > 0, x, torch.inf)
     if power == 1.0:
         return out.reciprocal_()
     return out.pow_(-power)

@@ -216,7 +216,7 @@ def test_until_step_says_where_the_run_stopped_and_how_to_continue(tmp_path, cac
     cfg = micro_config(tmp_path, cache)
     train(cfg, until_step=3)
     err = capsys.readouterr().err
-    assert f"stopped at step 3 of 8 (--until-step 3)" in err and f"fimkit train --out {cfg.out} --resume" in err
+    assert "stopped at step 3 of 8 (--until-step 3)" in err and f"fimkit train --out {cfg.out} --resume" in err
     assert "done:" not in err
 
 

@@ -12,7 +12,7 @@ from torch import nn
 import fimkit
 import fimkit.diagnostics as fd
 from fimkit.linalg import psd_matrix_power
-from fimkit.structures import Diagonal, DiagonalFactor, Full, Identity, Kronecker, RowColumn
+from fimkit.structures import Diagonal, Full, Identity, Kronecker, RowColumn
 
 A = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
 B = torch.tensor([[1.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fimkit.linalg import (
@@ -27,6 +28,28 @@ def test_eigh_descending_orders_eigenvalues_from_largest():
 def test_inverse_power_treats_zero_as_outside_the_range():
     x = torch.tensor([4.0, 0.0, -1e-20])
     torch.testing.assert_close(inverse_power(x, 0.5), torch.tensor([0.5, 0.0, 0.0]))
+
+
+SPECIAL_VALUES = [4.0, 0.0, -0.0, -1.0, float("inf"), -float("inf"), float("nan"), 1e-45, 1e-38, 3e38]
+
+
+@pytest.mark.parametrize("power", [0.5, 1.0, 0.25])
+@pytest.mark.parametrize("eps", [0.0, 1e-30])
+def test_inverse_power_matches_the_masked_definition_bit_for_bit(power, eps):
+    x = torch.tensor(SPECIAL_VALUES)
+    shifted = x + eps
+    masked = torch.where(shifted > 0, shifted, torch.inf)
+    expected = {0.5: torch.rsqrt, 1.0: torch.reciprocal}.get(power, lambda t: t.pow(-power))(masked)
+    assert torch.equal(inverse_power(x, power, eps), expected)
+
+
+def test_inverse_power_leaves_its_input_alone_unless_told_to_overwrite():
+    x = torch.tensor(SPECIAL_VALUES)
+    kept = x.clone()
+    inverse_power(x, 0.5)
+    assert torch.equal(x.nan_to_num(), kept.nan_to_num())
+    out = inverse_power(x, 0.5, overwrite=True)
+    assert out.data_ptr() == x.data_ptr()
 
 
 def test_psd_matrix_power_inverts_the_square_root():

@@ -213,6 +213,13 @@ def test_exact_normaliser_is_a_power_of_two_that_brings_the_maximum_to_unit_scal
     assert torch.isfinite(x * scale).all()
 
 
+@pytest.mark.parametrize("value", [0.0, math.inf, -math.inf, math.nan])
+def test_exact_normaliser_is_one_for_an_all_zero_or_non_finite_input(value):
+    x = torch.tensor([[0.0, value], [-0.0, 0.0]])
+    assert torch.equal(exact_normaliser(x), torch.tensor(1.0))
+    assert torch.equal(exact_normaliser(x, dim=-1), torch.tensor([[1.0], [1.0]]))
+
+
 def _plain_fixed_point(p, iters):
     q = torch.ones(p.shape[0], dtype=p.dtype)
     for _ in range(iters):

@@ -119,7 +119,8 @@ def bench_command(argv: list[str]) -> int:
     plan = Plan(names, shapes, repeats=args.repeats, warmup=args.warmup, amortise_over=args.amortise_over,
                 device=args.device, packages=args.packages, sweep_sizes=sizes,
                 sweep_repeats=args.sweep_repeats, sweep_max_step_ms=args.sweep_max_step_ms,
-                e2e_protocol=args.e2e or ("nano" if args.full else None), e2e_rounds=args.e2e_rounds)
+                e2e_protocol=args.e2e or ("nano" if args.full else None), e2e_rounds=args.e2e_rounds,
+                progress=_progress)
     machine = describe_machine(torch.device(args.device))
     machine.pop("torch threads", None)   # per run below
     machine.pop("load average (1/5/15 min)", None)
@@ -157,6 +158,10 @@ def _save(document: dict, args, partial: str | None = None) -> None:
             written += plot_sweep(sweeps, args.out_dir / f"{document['device']}_size_sweep")
         if not partial:
             print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _load() -> str:

@@ -25,6 +25,7 @@ from .machine import peak_rss, peak_rss_tracking, reset_peak_rss
 from .paper_tables import PAPER_MODELS
 
 Build = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
+Progress = Callable[[str], None]
 
 
 @dataclass
@@ -162,8 +163,9 @@ def _peak_rss_mib(optimizer: torch.optim.Optimizer, params, grads) -> float | No
 
 
 def measure(candidates: list[Candidate], shapes: list[tuple[int, ...]], repeats: int = 15, warmup: int = 2,
-            seed: int = 0, device: torch.device | str = "cpu") -> list[Result]:
-    """Median step time (ms) of every candidate, interleaved over ``repeats`` rounds."""
+            seed: int = 0, device: torch.device | str = "cpu", progress: Progress | None = None) -> list[Result]:
+    """Median step time (ms) of every candidate, interleaved over ``repeats`` rounds;
+    ``progress`` (if given) is told after the warmup and after every round."""
     device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     grads = [(1e-3 * torch.randn(s, generator=gen)).to(device) for s in shapes]
@@ -184,16 +186,23 @@ def measure(candidates: list[Candidate], shapes: list[tuple[int, ...]], repeats:
             p.grad = g      # again every step: heavyball sets p.grad to None after its step
         return _timed_step(instances[key], device)
 
+    started = time.perf_counter()
     for key in instances:
         for _ in range(max(warmup, candidates[key[0]].min_warmup)):
             step(key)
+    if progress:
+        progress(f"{len(instances)} instances built and warmed up in {time.perf_counter() - started:.0f} s")
     times: dict[tuple[int, str], list[float]] = {key: [] for key in instances}
     order = list(instances)
     shuffle = random.Random(seed)
-    for _ in range(repeats):
+    for done in range(1, repeats + 1):
+        round_start = time.perf_counter()
         shuffle.shuffle(order)
         for key in order:
             times[key].append(step(key))
+        if progress:
+            took = time.perf_counter() - round_start
+            progress(f"round {done}/{repeats} in {took:.0f} s (about {took * (repeats - done):.0f} s to go)")
 
     results = []
     for index, candidate in enumerate(candidates):

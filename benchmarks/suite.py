@@ -13,7 +13,7 @@ import torch
 from .floors import Rates, floor_seconds, step_cost
 from .packages import third_party_candidates
 from .rates import matmul_candidates, rates_from
-from .step_time import FUSED, Result, fimkit_candidate, fused_candidate, measure, torch_adam
+from .step_time import FUSED, Progress, Result, fimkit_candidate, fused_candidate, measure, torch_adam
 from .sweep import sweep
 from .targets import evaluate
 from .throughput import e2e_throughput
@@ -35,6 +35,12 @@ class Plan:
     sweep_max_step_ms: float = 2000.0
     e2e_protocol: str | None = None
     e2e_rounds: int | None = None
+    #: told what the run is doing (the CLI prints it to stderr); None: silent
+    progress: Progress | None = None
+
+    def say(self, message: str) -> None:
+        if self.progress:
+            self.progress(message)
 
 
 def candidates(plan: Plan, with_packages: bool):
@@ -62,8 +68,10 @@ def run_at(plan: Plan, threads: int) -> dict:
     """Every measurement of ``plan`` with ``torch.set_num_threads(threads)``."""
     torch.set_num_threads(threads)
     ours, others, notes = candidates(plan, plan.packages)
-    results = measure(ours + others + matmul_candidates(plan.shapes), plan.shapes, repeats=plan.repeats,
-                      warmup=plan.warmup, device=plan.device)
+    timed = ours + others + matmul_candidates(plan.shapes)
+    plan.say(f"{threads} thread(s): step times of {len(timed)} candidates, {plan.repeats} interleaved rounds")
+    results = measure(timed, plan.shapes, repeats=plan.repeats, warmup=plan.warmup, device=plan.device,
+                      progress=plan.progress)
     rates = rates_from(results, plan.shapes)
     by_label = {r.label: r for r in results}
     foreach, fused = by_label["torch Adam (foreach)"], by_label["torch Adam (fused)"]
@@ -72,10 +80,12 @@ def run_at(plan: Plan, threads: int) -> dict:
            "rows": [row(r, plan.shapes, rates, foreach, fused) for r in results if r.package != "probe"],
            "probes": [{"label": r.label, "step_ms": r.step_ms} for r in results if r.package == "probe"]}
     if plan.sweep_sizes:
+        plan.say(f"{threads} thread(s): size sweep over {', '.join(map(str, plan.sweep_sizes))}")
         sweep_candidates, _, _ = candidates(plan, with_packages=False)
         run["sweep"] = sweep(sweep_candidates, plan.sweep_sizes, repeats=plan.sweep_repeats,
                              max_step_ms=plan.sweep_max_step_ms, device=plan.device)
     if plan.e2e_protocol:
+        plan.say(f"{threads} thread(s): end-to-end throughput on {plan.e2e_protocol!r}")
         run["e2e"] = e2e_throughput(plan.e2e_protocol, threads=threads, rounds=plan.e2e_rounds)
     run["targets"] = evaluate(run)
     return run

@@ -30,3 +30,10 @@ def test_bench_writes_json_markdown_and_sweep_plot_for_every_thread_count(tmp_pa
     text = (tmp_path / "cpu_bench.md").read_text()
     assert document["command"] in text and document["revision"] in text and "## 2 threads" in text
     assert (tmp_path / "cpu_size_sweep.png").exists() and (tmp_path / "cpu_size_sweep.svg").exists()
+
+
+def test_bench_reports_its_progress_on_stderr(capsys):
+    assert bench_command(["--optimizers", "adam", "--shapes", "16x12", "--repeats", "2", "--warmup", "0",
+                          "--threads", "1", "--no-packages"]) == 0
+    err = capsys.readouterr().err
+    assert "1 thread(s): step times of" in err and "round 1/2" in err and "round 2/2" in err

@@ -21,7 +21,7 @@ from ..reductions import BOTH
 from ..structures.base import Structure
 from ..structures.diagonal import Diagonal
 from . import sharded
-from .chain import Block, Group, ScalarBlock, State
+from .chain import Block, Group, ScalarBlock
 from .domains import BETAS, BOOLEAN, NON_NEGATIVE, POSITIVE, real
 from .preconditioners import Preconditioner, StatisticPreconditioner, preconditioner_for
 

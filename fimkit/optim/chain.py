@@ -30,15 +30,8 @@ from . import builtin_adam, fused_adam, guard, inplace_adam, sharded, traced, un
 from .domains import BOOLEAN, NON_NEGATIVE, STATE_DTYPE, check_group, choice
 from .protocol import (  # noqa: F401 - re-exported: fimkit.optim.chain was their home
     Block, Group, ScalarBlock, State, StateShape, init_with_signature, is_refresh_step, matrix_shape, working_shape)
+from .saved_classes import with_saved_classes
 from .units import gradient_extremes
-
-#: the state dict key naming the class that owns each param group (checked on load)
-CLASSES_KEY = "fimkit_classes"
-
-
-def with_saved_classes(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any]:
-    owner = getattr(optimizer, "group_owner", lambda group: optimizer)
-    return {**state_dict, CLASSES_KEY: [type(owner(g)).__name__ for g in optimizer.param_groups]}
 
 
 #: attributes that copies and pickles keep (torch's ``__getstate__`` keeps none)

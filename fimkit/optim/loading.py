@@ -17,13 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .chain import CLASSES_KEY, ChainOptimizer
+from .chain import ChainOptimizer
+from .saved_classes import CLASSES_KEY, group_owner
 from .sharded import extremes, is_dtensor
 from .units import UNIT_KEY
-
-
-def _owner(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> torch.optim.Optimizer:
-    return getattr(optimizer, "group_owner", lambda g: optimizer)(group)
 
 
 def check_loadable(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
@@ -35,7 +32,7 @@ def check_loadable(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any])
     classes = state_dict.get(CLASSES_KEY, [None] * len(groups))
     merged = []
     for index, (saved, group, saved_class) in enumerate(zip(saved_groups, groups, classes)):
-        owner = _owner(optimizer, group)
+        owner = group_owner(optimizer, group)
         if saved_class is not None and saved_class != type(owner).__name__:
             raise ValueError(f"{name}: param group {index} was saved by {saved_class}, not {type(owner).__name__}; "
                              f"load it into {saved_class} (its hyperparameters and state mean other things)")
@@ -57,7 +54,7 @@ def check_loadable(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any])
         saved = state_dict["state"].get(saved_id)
         if not saved:
             continue
-        owner = _owner(optimizer, groups[index])
+        owner = group_owner(optimizer, groups[index])
         if isinstance(owner, ChainOptimizer):  # what it creates for p with the saved hyperparameters
             hyperparameters = {k: group[k] for k in owner.default_hyperparameters()}
             shapes = owner.param_state_shapes(tuple(p.shape), dtype=p.dtype, **hyperparameters)
@@ -107,8 +104,7 @@ def restore_saved_state_dtypes(optimizer: torch.optim.Optimizer, state_dict: dic
     parameters whose group belongs to an optimizer of that type are restored (``group_owner``).
     """
     saved_ids = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
-    owners = getattr(optimizer, "group_owner", lambda group: optimizer)
-    params = chain.from_iterable(((p, owners(g)) for p in g["params"]) for g in optimizer.param_groups)
+    params = chain.from_iterable(((p, group_owner(optimizer, g)) for p in g["params"]) for g in optimizer.param_groups)
     for saved_id, (p, owner) in zip(saved_ids, params):
         saved = state_dict["state"].get(saved_id)
         if saved is None or (only is not None and not isinstance(owner, only)):

@@ -47,7 +47,8 @@ import torch
 from torch import Tensor
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .chain import ChainOptimizer, matrix_shape, with_saved_classes
+from .chain import ChainOptimizer
+from .saved_classes import with_saved_classes
 from .loading import check_loadable, restore_saved_state_dtypes
 from .matrix_views import add_group_viewing_matrices, matrix_views
 from . import routed_traced, traced

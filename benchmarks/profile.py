@@ -3,7 +3,7 @@ matrix products, factorisations, passes over whole matrices, small kernels (vect
 and what is left of the step (Python and dispatch). The evidence behind "what bounds the misses"
 in ``benchmarks/README.md``:
 
-    python -m benchmarks.profile [--model 60M] [--optimizers adam,racs,adafactor,alice] [--threads 1]
+    python -m benchmarks.profile [--model 60M] [--optimizers adam,racs,adafactor,alice] [--threads 1,2]
                                  [--steps 3] [--out benchmarks/results/cpu_profile.md]
 
 The profiler adds about a microsecond to every kernel, so a step with thousands of small
@@ -123,30 +123,33 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="60M")
     parser.add_argument("--optimizers", default=",".join(DEFAULT))
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", default="1", help="thread counts, e.g. 1,2 (one table each)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--out", help="write the Markdown here as well as printing it")
     args = parser.parse_args(argv)
     keep_freed_memory()
-    torch.set_num_threads(args.threads)
     shapes = model_matrix_shapes(args.model)
-    candidates = [torch_adam("foreach"), torch_adam("fused")] + [fimkit_candidate(n) for n in args.optimizers.split(",")]
-    profiles = []
-    for candidate in candidates:
-        print(f"profiling {candidate.label} ...", flush=True)
-        profiles.append(profile_candidate(candidate, shapes, args.steps))
     machine = describe_machine(torch.device("cpu"))
     command = "python -m benchmarks.profile " + " ".join(sys.argv[1:] if argv is None else argv)
-    header = (f"# Where the step goes ({args.model} matrices, {args.threads} thread(s))\n\n"
-              f"Command: `{command.strip()}`  \nRevision: `{git_revision()}`  \n"
-              f"Machine: {machine.get('cpu', '?')}, {machine.get('logical cores', '?')} logical cores, "
-              f"torch {machine.get('torch', '?')}\n\n"
-              f"Steady steps (a subspace switch or basis refresh is not in them). A pass over matrices is a "
-              f"kernel with an input of at least the smallest matrix's size; products are GEMMs, matrix-vector "
-              f"products and dots; a call is an ATen operation called from Python (with the kernels it calls); "
-              f"\"Python and dispatch\" is the profiled step less its kernels' own time. "
-              f"The profiler adds about a microsecond a kernel.")
-    text = format_profiles(profiles, header)
+    sections = [f"# Where the step goes ({args.model} matrices)\n\n"
+                f"Command: `{command.strip()}`  \nRevision: `{git_revision()}`  \n"
+                f"Machine: {machine.get('cpu', '?')}, {machine.get('logical cores', '?')} logical cores, "
+                f"torch {machine.get('torch', '?')}\n\n"
+                f"Steady steps (a subspace switch or basis refresh is not in them). A pass over matrices is a "
+                f"kernel with an input of at least the smallest matrix's size; products are GEMMs, matrix-vector "
+                f"products and dots; a call is an ATen operation called from Python (with the kernels it calls); "
+                f"\"Python and dispatch\" is the profiled step less its kernels' own time. "
+                f"The profiler adds about a microsecond a kernel.\n"]
+    for threads in (int(t) for t in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        candidates = [torch_adam("foreach"), torch_adam("fused")] + [
+            fimkit_candidate(n) for n in args.optimizers.split(",")]
+        profiles = []
+        for candidate in candidates:
+            print(f"profiling {candidate.label} at {threads} thread(s) ...", file=sys.stderr, flush=True)
+            profiles.append(profile_candidate(candidate, shapes, args.steps))
+        sections.append(format_profiles(profiles, f"## {threads} thread(s)"))
+    text = "\n".join(sections)
     print(text)
     if args.out:
         with open(args.out, "w") as f:

@@ -31,9 +31,14 @@ from .report import git_revision
 from .step_time import Candidate, fimkit_candidate, model_matrix_shapes, torch_adam
 
 DEFAULT = ("adam", "racs", "adafactor", "sinkgd", "alice")
-PRODUCTS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mv", "aten::addmv",
-                      "aten::dot", "aten::vdot", "aten::addmv_", "aten::addmm_"})
-FACTORISATION_WORDS = ("linalg", "svd", "eigh", "qr", "cholesky", "lu", "triangular")
+PRODUCTS = frozenset(f"aten::{op}" for op in (
+    "mm", "addmm", "addmm_", "bmm", "baddbmm", "mv", "addmv", "addmv_", "dot", "vdot", "matmul", "linear",
+    "einsum", "tensordot"))
+FACTORISATIONS = frozenset(f"aten::{op}" for op in (
+    "linalg_eigh", "_linalg_eigh", "linalg_eig", "linalg_qr", "qr", "geqrf", "orgqr", "ormqr",
+    "linalg_householder_product", "linalg_svd", "_linalg_svd", "svd", "linalg_cholesky", "linalg_cholesky_ex",
+    "cholesky", "linalg_solve", "_linalg_solve_ex", "linalg_solve_triangular", "triangular_solve", "linalg_inv",
+    "linalg_inv_ex", "linalg_lu_factor_ex", "linalg_lstsq"))
 CATEGORIES = ("products", "factorisations", "passes over matrices", "small kernels", "Python and dispatch")
 
 
@@ -42,7 +47,7 @@ def kernel_category(name: str, input_shapes, large: int) -> str:
     pass over a whole matrix (an input of at least ``large`` entries), or a small kernel."""
     if name in PRODUCTS:
         return "products"
-    if any(word in name for word in FACTORISATION_WORDS):
+    if name in FACTORISATIONS:
         return "factorisations"
     sizes = [math.prod(shape) for shape in (input_shapes or []) if isinstance(shape, (list, tuple)) and shape]
     return "passes over matrices" if sizes and max(sizes) >= large else "small kernels"

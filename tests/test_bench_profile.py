@@ -15,6 +15,7 @@ def test_kernel_category_tells_products_factorisations_passes_and_small_kernels_
     assert kernel_category("aten::_linalg_eigh", [[32, 32]], 1000) == "factorisations"
     assert kernel_category("aten::mul", [[32, 48], []], 1000) == "passes over matrices"
     assert kernel_category("aten::mul", [[32], [32]], 1000) == "small kernels"
+    assert kernel_category("aten::sqrt", [[32, 48]], 1000) == "passes over matrices"   # not a "qr"
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,8 @@ def targets_table(run: dict) -> str:
     for v in run["targets"]:
         needs = ("<= " if v["at_most"] else ">= ") + f"{v['threshold']:g}"
         verdict = {"met": "met", "missed": "**missed**", "n/a": "n/a"}[v["verdict"]]
+        if v.get("bound"):
+            verdict += f" ({v['bound']})"
         lines.append(f"| {v['text']} | {v['subject']} | {_f(v['value'])} | {needs} | {verdict} |")
     return "\n".join(lines)
 
@@ -74,10 +76,13 @@ def e2e_table(e2e: dict) -> str:
 def summary(runs: list[dict]) -> str:
     lines = []
     for run in runs:
-        counts = {}
+        counts, unreachable = {}, {}
         for v in run["targets"]:
             counts.setdefault(v["target"], []).append(v["verdict"])
-        parts = [f"{key}: {verdicts.count('met')}/{len(verdicts)} met" for key, verdicts in counts.items()]
+            unreachable[v["target"]] = unreachable.get(v["target"], 0) + bool(v.get("bound"))
+        parts = [f"{key}: {verdicts.count('met')}/{len(verdicts)} met"
+                 + (f" ({unreachable[key]} of the misses unreachable)" if unreachable[key] else "")
+                 for key, verdicts in counts.items()]
         lines.append(f"- {run['threads']} thread(s): " + ", ".join(parts))
     return "\n".join(lines)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-#: subjects and their values in a run: ``[(subject, value or None)]``
-Values = Callable[[dict], list[tuple[str, float | None]]]
+#: subjects and their values in a run: ``[(subject, value or None)]``, or
+#: ``[(subject, value, bound)]`` where ``bound`` (or None) says why a miss cannot be helped
+Values = Callable[[dict], list[tuple]]
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,14 @@ class Target:
 
     def verdicts(self, run: dict) -> list[dict]:
         out = []
-        for subject, value in self.values(run) or [("(none measured)", None)]:
+        for subject, value, *bound in self.values(run) or [("(none measured)", None)]:
             met = None if value is None else (value <= self.threshold if self.at_most else value >= self.threshold)
-            out.append({"target": self.key, "text": self.text, "subject": subject, "value": value,
-                        "threshold": self.threshold, "at_most": self.at_most,
-                        "verdict": "n/a" if met is None else ("met" if met else "missed")})
+            verdict = {"target": self.key, "text": self.text, "subject": subject, "value": value,
+                       "threshold": self.threshold, "at_most": self.at_most,
+                       "verdict": "n/a" if met is None else ("met" if met else "missed")}
+            if met is False and bound and bound[0]:
+                verdict["bound"] = bound[0]
+            out.append(verdict)
         return out
 
 
@@ -63,14 +67,23 @@ def _alice_over_floor(run: dict) -> list[tuple[str, float | None]]:
     return [(row["label"] if row else "alice", row and row.get("step_over_floor"))]
 
 
-def _package_speedup(run: dict) -> list[tuple[str, float | None]]:
-    """The package's step over fimkit's: >= 1.5 means fimkit is 1.5x faster."""
+#: the speedup over a package the packages target asks for (also what makes it unreachable)
+PACKAGE_SPEEDUP = 1.5
+
+
+def _package_speedup(run: dict) -> list[tuple]:
+    """The package's step over fimkit's: >= 1.5 means fimkit is 1.5x faster. Unreachable where
+    the package's own step is under 1.5x the floor: fimkit would have to run below the floor (a
+    package whose algorithm does less, e.g. in bfloat16, can even be under it)."""
     out = []
     for r in run["rows"]:
         if r["package"] in ("fimkit", "torch", "probe"):
             continue
         ours = fimkit_row(run, r["algorithm"])
-        out.append((f"{r['algorithm']} vs {r['package']}", _ratio(r["step_ms"], ours and ours["step_ms"])))
+        package_over_floor = r.get("step_over_floor")
+        bound = (f"unreachable: the package runs at {package_over_floor:.2f}x the floor"
+                 if package_over_floor is not None and package_over_floor < PACKAGE_SPEEDUP else None)
+        out.append((f"{r['algorithm']} vs {r['package']}", _ratio(r["step_ms"], ours and ours["step_ms"]), bound))
     return out
 
 
@@ -86,7 +99,7 @@ TARGETS: tuple[Target, ...] = (
     Target("racs", "RACS at most 1.3x torch's fused Adam (step / fused)", _vs_fused("racs"), 1.3),
     Target("alice", "Alice (amortised, K = 200) within 1.3x of its floor (step / floor)", _alice_over_floor, 1.3),
     Target("packages", "every algorithm another package ships at least 1.5x faster than that package "
-                       "(package step / fimkit step)", _package_speedup, 1.5, at_most=False),
+                       "(package step / fimkit step)", _package_speedup, PACKAGE_SPEEDUP, at_most=False),
     Target("e2e", "end-to-end tokens/s of RACS and Alice at least 0.97x Adam's", _e2e, 0.97, at_most=False),
 )
 

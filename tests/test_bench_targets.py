@@ -50,3 +50,14 @@ def test_a_target_whose_subject_was_not_measured_is_not_applicable():
 def test_every_target_states_its_threshold_in_its_text():
     for target in TARGETS:
         assert f"{target.threshold:g}" in target.text, target.key
+
+
+def test_a_package_target_is_marked_unreachable_where_the_package_is_under_the_ratio_from_its_floor():
+    run = {"rows": RUN["rows"] + [_row("galore", 100.0, "galore", over_floor=1.05),
+                                  _row("galore-torch galore", 90.0, "galore", "galore-torch", over_floor=1.2),
+                                  _row("slow-package galore", 300.0, "galore", "slow-package", over_floor=3.0)]}
+    verdicts = {v["subject"]: v for v in evaluate(run) if v["target"] == "packages"}
+    assert verdicts["galore vs galore-torch"]["verdict"] == "missed"
+    assert "1.20x the floor" in verdicts["galore vs galore-torch"]["bound"]
+    assert verdicts["galore vs slow-package"]["verdict"] == "met" and "bound" not in verdicts["galore vs slow-package"]
+    assert "bound" not in verdicts["racs vs pytorch-optimizer"]   # no floor known: nothing claimed

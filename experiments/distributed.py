@@ -285,5 +285,10 @@ def _worker(local_rank: int, argv: list[str], nproc: int, port: int) -> None:
     from experiments.cli import train_command
 
     code = train_command(argv)
-    if code:
-        sys.exit(code)
+    # train_command has closed its sinks and written its outputs (atomically). Leave without the
+    # interpreter's teardown: there a gloo worker thread still holding a tensor aborted a finished
+    # run now and then under load ("terminate called without an active exception", SIGABRT,
+    # which the launcher reported as a failure; pytorch/pytorch#179291).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

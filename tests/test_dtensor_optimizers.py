@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -334,6 +335,12 @@ def _worker(rank: int, world: int, port: int, scenario: str, parallel: str, fold
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    # Done, and the results are saved: leave without the interpreter's teardown, where a gloo
+    # worker thread still holding a tensor aborted the process now and then under load
+    # ("terminate called without an active exception", SIGABRT; pytorch/pytorch#179291)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def on_two_ranks(scenario: str, parallel: str, folder: Path) -> dict:

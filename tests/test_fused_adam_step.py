@@ -81,3 +81,17 @@ def test_a_kernel_that_cannot_compile_falls_back_to_the_eager_step_with_one_warn
     assert len([w for w in record if "could not compile" in str(w.message)]) == 1
     assert optimizer.fused_step is False
     assert all(torch.equal(p, q) for p, q in zip(params, eager))  # the eager step, bit for bit
+
+
+@torch._dynamo.config.patch(recompile_limit=1)
+def test_the_fused_step_stays_on_past_dynamos_recompile_limit():
+    # one compiled variant per group composition: more compositions than dynamo's per-function
+    # limit (here lowered to 1) must not turn the switch off
+    for count in (2, 3):
+        params = [torch.nn.Parameter(torch.randn(4, 5 + i)) for i in range(count)]
+        optimizer = Adam(params, lr=1e-2)
+        optimizer.fused_step = True
+        for p in params:
+            p.grad = torch.randn(p.shape)
+        optimizer.step()
+        assert optimizer.fused_step, count

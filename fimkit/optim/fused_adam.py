@@ -27,6 +27,10 @@ from torch import Tensor
 
 _KERNEL: list = []
 _GROUP_KERNEL: list = []
+#: compiled variants each kernel may have in one process (dynamo's default is 8 per function): the
+#: group kernel compiles once per group composition (tensor count, dtypes), and a process that
+#: builds many optimizers (a sweep, a test session) would otherwise fall back to the eager step
+RECOMPILE_LIMIT = 64
 
 
 def adam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, second: Tensor, beta1: float, beta2: float,
@@ -115,7 +119,8 @@ def _compiled_call(optimizer, compiled, arguments: tuple) -> bool:
     """``compiled()(*arguments)``; False, with the switch turned off and one warning, when the kernel
     cannot be compiled here (nothing was computed: compiling comes before running)."""
     try:
-        compiled()(*arguments)
+        with torch._dynamo.config.patch(recompile_limit=max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)):
+            compiled()(*arguments)
     except (torch._dynamo.exc.TorchDynamoException, RuntimeError, OSError) as exc:  # not compilable here
         _switch_off(optimizer, exc, stacklevel=5)
         return False

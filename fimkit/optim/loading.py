@@ -19,7 +19,7 @@ from torch import Tensor
 
 from .chain import ChainOptimizer
 from .saved_classes import CLASSES_KEY, group_owner
-from .sharded import extremes, is_dtensor
+from .sharded import extremes
 from .units import UNIT_KEY
 
 
@@ -71,14 +71,9 @@ def check_loadable(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any])
             if value.is_floating_point() and value.numel():
                 checked.append(value.detach())
                 where.append(label)
-    if checked:  # one sync for every tensor
-        if any(is_dtensor(value) for value in checked):  # sharded state: every rank decides alike
-            finite = [math.isfinite(x) for x in extremes(checked)]
-        else:
-            finite = [math.isfinite(low) and math.isfinite(high) for low, high in
-                      torch.stack([torch.stack(torch.aminmax(value)).double().cpu() for value in checked]).tolist()]
-        for label, ok in zip(where, finite):
-            if not ok:
+    if checked:  # one host sync for every tensor (sharded state: every rank decides alike)
+        for label, largest in zip(where, extremes(checked)):
+            if not math.isfinite(largest):
                 raise ValueError(f"{label} is not finite (NaN or infinity); the checkpoint is damaged or was "
                                  f"saved after a divergence")
 

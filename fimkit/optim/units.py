@@ -32,7 +32,7 @@ import math
 import torch
 from torch import Tensor
 
-from .sharded import extremes, is_dtensor, max_over_shards
+from .sharded import extremes, max_over_shards
 
 #: the state key of the unit's exponent (absent: 0, the ordinary case)
 UNIT_KEY = "grad_unit"
@@ -134,15 +134,6 @@ def scaled(tensor: Tensor, exponent: int) -> Tensor:
 
 def gradient_extremes(grads: list[Tensor]) -> list[float]:
     """``max |G|`` of every gradient (``inf`` for one with a NaN or an infinity), with one host sync
-    for all of them: the non-finite guard and the units read the same numbers.
-
-    min and max are finite iff every entry is (NaN propagates): one pass, no copy and no overflow,
-    where ``isfinite(G).all()`` makes four passes and ``sum(dtype=float64)`` copies G to float64
-    first (each costs ~40% of a RACS step on CPU).
-    """
-    if any(is_dtensor(g) for g in grads):  # reduced over the ranks: every rank decides alike
-        return extremes(grads)
-    wide = torch.float32 if grads[0].device.type == "mps" else torch.float64  # no float64 on mps
-    pairs = torch.stack([torch.stack(torch.aminmax(g)).to(wide) if g.numel() else g.new_zeros(2, dtype=wide)
-                         for g in grads]).tolist()
-    return [max(-low, high) if math.isfinite(low) and math.isfinite(high) else math.inf for low, high in pairs]
+    for all of them: the non-finite guard and the units read the same numbers
+    (:func:`fimkit.optim.sharded.extremes`, which also reduces a DTensor's over the ranks)."""
+    return extremes(grads)

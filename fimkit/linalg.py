@@ -87,18 +87,22 @@ def inverse_power(x: Tensor, power: float, eps: float = 0.0, overwrite: bool = F
     """
     if power <= 0:
         raise ValueError(f"inverse_power needs power > 0, got {power}")
+    recorded = torch.is_grad_enabled() and x.requires_grad  # autograd needs the masked form
+    overwrite = overwrite and not recorded
     if eps:
         x = x.add_(eps) if overwrite else x + eps
         overwrite = True  # x is now a temporary of this function's
-    if power == 0.5:
+    if power == 0.5 and not recorded:
         # rsqrt maps every entry the convention sends to 0 (0, -0, negatives, -inf, NaN) to
         # +-inf or NaN and no positive one to either, so mapping those to 0 afterwards is the
         # same result, bit for bit, in two in-place passes (a mask and a where made four: a
         # third of Adafactor's step on CPU)
         root = x.rsqrt_() if overwrite else x.rsqrt()
         return root.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-    # Non-positive entries become +inf, whose negative power is exactly 0.
+    # Non-positive entries become +inf, whose negative power is exactly 0 (and so is its gradient).
     out = torch.where(x > 0, x, torch.inf)
+    if power == 0.5:
+        return out.rsqrt_()
     if power == 1.0:
         return out.reciprocal_()
     return out.pow_(-power)

@@ -114,3 +114,13 @@ def test_limiter_caps_growth_at_gamma_and_is_inactive_when_the_norm_shrinks():
     assert float(eta) == 1.0
     eta, phi = norm_growth_limiter(x, torch.tensor(0.0), gamma=1.01, first=torch.tensor(True))
     assert float(eta) == 1.0 and float(phi) == 2.0
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-3])
+def test_inverse_power_differentiates_as_the_masked_definition(eps):
+    x = torch.tensor([4.0, 0.0, 2.5, -1.0], dtype=torch.float64, requires_grad=True)
+    inverse_power(x, 0.5, eps).sum().backward()
+    y = x.detach().clone().requires_grad_()
+    shifted = y + eps
+    torch.where(shifted > 0, shifted, torch.inf).rsqrt().sum().backward()
+    assert torch.equal(x.grad, y.grad) and torch.isfinite(x.grad).all()

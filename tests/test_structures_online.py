@@ -183,3 +183,13 @@ def test_moment_of_sides_without_a_full_factor_equals_its_einsum_definition(rows
     a, b, kept = _subscripts(rows, cols)
     expected = torch.einsum(f"...{a},...{b}->...{kept}", grads, grads)
     assert torch.allclose(kronecker_moment(rows, cols, grads), expected, rtol=1e-14)
+
+
+def test_row_column_preconditioning_is_differentiable_in_its_factors():
+    from fimkit.structures import RowColumn
+
+    q = torch.rand(4, dtype=torch.float64, requires_grad=True)
+    s = torch.rand(5, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(4, 5, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b: RowColumn().precondition({"rows": a, "cols": b}, grad, 0.5, 1e-8),
+                                    (q, s))

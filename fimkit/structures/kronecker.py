@@ -334,9 +334,12 @@ class Kronecker(Structure):
             eigs = torch.outer(eig_a, eig_b)  # the same products as the broadcast, 3x faster on CPU
         else:
             eigs = rows_part * cols_part
-        # eigs is a temporary of this function's: the root and the product are written into it
-        inverse = inverse_power(eigs, power, eps, overwrite=True)
-        x = inverse.mul_(x) if inverse.shape == x.shape and inverse.dtype == x.dtype else x * inverse
+        # eigs is a temporary of this function's: the root and the product are written into it,
+        # unless autograd records the computation (it needs the root to differentiate)
+        in_place = not (torch.is_grad_enabled() and (eigs.requires_grad or x.requires_grad))
+        inverse = inverse_power(eigs, power, eps, overwrite=in_place)
+        fits = in_place and inverse.shape == x.shape and inverse.dtype == x.dtype
+        x = inverse.mul_(x) if fits else x * inverse
         if basis_a is not None:
             x = basis_a @ x
         if basis_b is not None:

@@ -28,7 +28,7 @@ from experiments.runtime import keep_freed_memory
 
 from .machine import describe_machine
 from .report import git_revision
-from .step_time import Candidate, fimkit_candidate, model_matrix_shapes, torch_adam
+from .step_time import Candidate, _make_params, _timed_step, fimkit_candidate, model_matrix_shapes, torch_adam
 
 DEFAULT = ("adam", "racs", "adafactor", "sinkgd", "alice")
 PRODUCTS = frozenset(f"aten::{op}" for op in (
@@ -63,27 +63,17 @@ class StepProfile:
     top: list[tuple[str, float, int]] = field(default_factory=list)  # (kernel, ms per step, calls per step)
 
 
-def _timed_median(optimizer: torch.optim.Optimizer, steps: int) -> float:
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
 def profile_candidate(candidate: Candidate, shapes, steps: int = 3, large: int | None = None,
                       seed: int = 0) -> StepProfile:
     """Profile ``steps`` steady steps of ``candidate`` (after two untimed ones) on ``shapes``."""
     gen = torch.Generator().manual_seed(seed)
-    params = [torch.nn.Parameter(0.02 * torch.randn(s, generator=gen)) for s in shapes]
-    for p in params:
-        p.grad = 1e-3 * torch.randn(p.shape, generator=gen)
+    grads = [1e-3 * torch.randn(s, generator=gen) for s in shapes]   # as fimkit bench steps them
+    cpu = torch.device("cpu")
     large = large if large is not None else min(math.prod(s) for s in shapes)
-    optimizer = candidate.build(params)
+    optimizer = candidate.build(_make_params(shapes, grads, cpu, seed + 1))
     for _ in range(2):
         optimizer.step()
-    timed = _timed_median(optimizer, max(steps, 5))
+    timed = statistics.median(_timed_step(optimizer, cpu) for _ in range(max(steps, 5))) * 1e3
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         start = time.perf_counter()
         for _ in range(steps):
@@ -103,7 +93,7 @@ def profile_candidate(candidate: Candidate, shapes, steps: int = 3, large: int |
         per_kernel[event.name][0] += ms
         per_kernel[event.name][1] += 1
     split["Python and dispatch"] = max(0.0, wall_ms - sum(split.values()))
-    top = sorted(((k, ms, calls // steps) for k, (ms, calls) in per_kernel.items()), key=lambda t: -t[1])[:6]
+    top = sorted(((k, ms, count // steps) for k, (ms, count) in per_kernel.items()), key=lambda t: -t[1])[:6]
     return StepProfile(candidate.label, timed, wall_ms, {c: split.get(c, 0.0) for c in CATEGORIES},
                        {c: calls.get(c, 0) // steps for c in CATEGORIES[:-1]}, top)
 

@@ -115,33 +115,32 @@ def extremes(tensors: list[Tensor]) -> list[float]:
     first (each costs ~40% of a RACS step on CPU).
     """
     wide = torch.float64 if tensors[0].device.type != "mps" else torch.float32  # no float64 on mps
-    rows = [_local_min_max(t, wide) for t in tensors]
+    rows = [_local_pair(t, wide) for t in tensors]
+    # Non-finite entries become inf before the reduction: MAX over NaN is not portable, over inf it is.
     by_mesh: dict[int, list[int]] = {}
     for index, t in enumerate(tensors):
         if is_dtensor(t):
             by_mesh.setdefault(id(t.device_mesh), []).append(index)
     for indices in by_mesh.values():
         mesh = tensors[indices[0]].device_mesh
-        sign = torch.tensor([-1.0, 1.0], dtype=wide, device=rows[indices[0]].device)
-        block = torch.stack([rows[i] for i in indices]) * sign   # (-min, max): both reduce by MAX
-        # Non-finite entries become inf before the reduction: MAX over NaN is not portable, over inf it is.
+        block = torch.stack([rows[i] for i in indices])
         block = torch.where(block.isfinite(), block, torch.full_like(block, math.inf))
         for dim in range(mesh.ndim):  # Shard or Replicate on each mesh dimension: MAX is right for both
             torch.distributed.all_reduce(block, op=torch.distributed.ReduceOp.MAX, group=mesh.get_group(dim))
         for row, i in enumerate(indices):
-            rows[i] = block[row] * sign
-    device = rows[0].device
-    pairs = torch.stack([row if row.device == device else row.to(device) for row in rows]).tolist()  # state may span devices
-    return [max(-low, high) if math.isfinite(low) and math.isfinite(high) else math.inf for low, high in pairs]
+            rows[i] = block[row]
+    pairs = torch.stack([row.to(rows[0].device) for row in rows]).tolist()  # state may span devices
+    return [max(pair) if all(map(math.isfinite, pair)) else math.inf for pair in pairs]
 
 
-def _local_min_max(t: Tensor, wide: torch.dtype) -> Tensor:
-    """``(min, max)`` of this rank's part of ``t`` (zeros when it holds none)."""
+def _local_pair(t: Tensor, wide: torch.dtype) -> Tensor:
+    """``(-min, max)`` of this rank's part of ``t`` (zeros when it holds none)."""
     if is_dtensor(t):
         t = _reduced(t).to_local()
     if not t.numel():
         return t.new_zeros(2, dtype=wide)
-    return torch.stack(torch.aminmax(t.detach())).to(wide)
+    low, high = torch.aminmax(t.detach())
+    return torch.stack((-low, high)).to(wide)
 
 
 def _reduced(t):

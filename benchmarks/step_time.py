@@ -113,7 +113,7 @@ def fimkit_candidate(name: str, amortise_over: int = 200, **hyperparameters) -> 
 
 
 #: fimkit optimizers with a compiled fused step (``optimizer.fused_step = True``), benched beside the eager one
-FUSED = ("adam",)
+FUSED = ("adam", "racs")
 
 
 def fused_candidate(name: str) -> Candidate:

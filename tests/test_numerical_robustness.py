@@ -220,8 +220,8 @@ def test_exact_normaliser_is_one_for_an_all_zero_or_non_finite_input(value):
     assert torch.equal(exact_normaliser(x, dim=-1), torch.tensor([[1.0], [1.0]]))
 
 
-def _plain_fixed_point(p, iters):
-    q = torch.ones(p.shape[0], dtype=p.dtype)
+def _plain_fixed_point(p, iters, q0=None):
+    q = torch.ones(p.shape[0], dtype=p.dtype) if q0 is None else q0
     for _ in range(iters):
         s = torch.mv(p.mT, q).div_(torch.dot(q, q))
         q = torch.mv(p, s).div_(torch.dot(s, s))
@@ -234,6 +234,36 @@ def test_normalised_fixed_point_is_bit_identical_on_ordinary_inputs(m, n, seed):
     p = torch.rand(m, n, generator=torch.Generator().manual_seed(seed)) + 0.1
     ours, plain = fixed_point_rank1(p, 5), _plain_fixed_point(p, 5)
     assert all(torch.equal(a, b) for a, b in zip(ours, plain))
+    assert all(torch.equal(a, b) for a, b in zip(fixed_point_rank1(p, 5, nonnegative=True), plain))
+
+
+@PROPERTY
+@given(m=st.integers(1, 6), n=st.integers(1, 9), seed=st.integers(0, 1000), exponent=st.integers(-60, 60))
+def test_a_warm_started_fixed_point_of_any_scale_is_bit_identical_to_the_plain_one(m, n, seed, exponent):
+    generator = torch.Generator().manual_seed(seed)
+    p = torch.rand(m, n, generator=generator) + 0.1
+    q0 = (torch.rand(m, generator=generator) + 0.1) * 2.0**exponent
+    ours, plain = fixed_point_rank1(p, 5, q0=q0), _plain_fixed_point(p.double(), 5, q0.double())
+    assert all(torch.equal(a, b.float()) or torch.allclose(a.double(), b, rtol=1e-6) for a, b in zip(ours, plain))
+    if abs(exponent) < 20:  # the plain float32 iteration's squares stay in range: the same bits
+        assert all(torch.equal(a, b) for a, b in zip(ours, _plain_fixed_point(p, 5, q0)))
+
+
+def test_fixed_point_stays_finite_across_a_wide_range_within_one_matrix():
+    # rows of G*G 1e-10 apart and columns 1e-5 (dead units beside live ones), all of it at 1e-20
+    # (where the plain iteration's ||s||^2 underflows; the smallest entries near float32's least normal): the one normalisation by max|P| keeps q and the
+    # scaled s in range through many iterations
+    generator = torch.Generator().manual_seed(0)
+    rows = 10.0 ** -torch.linspace(0, 10, 16)
+    p = (torch.rand(16, 40, generator=generator) + 0.1) * rows[:, None]
+    p[:, ::3] *= 1e-5
+    p *= 1e-20
+    reference = torch.outer(*reversed(fixed_point_rank1(p.double(), 200)))
+    plain_s, plain_q = _plain_fixed_point(p, 200)
+    assert not torch.allclose(torch.outer(plain_q, plain_s).double(), reference, rtol=1e-4, atol=0)  # the case
+    s, q = fixed_point_rank1(p, 200)
+    assert torch.isfinite(s).all() and torch.isfinite(q).all()
+    assert torch.allclose(torch.outer(q, s).double(), reference, rtol=1e-4, atol=0)
 
 
 @pytest.mark.parametrize("scale", [1e-38, 1e-20, 1e20, 1e30])

@@ -20,13 +20,14 @@ for ``help()``, ``inspect`` and tools that build optimizers from keyword argumen
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from . import builtin_adam, fused_adam, guard, inplace_adam, sharded, traced, units
+from . import builtin_adam, fast_path, fused_adam, fused_racs, guard, inplace_adam, sharded, traced, units
 from .domains import BOOLEAN, NON_NEGATIVE, STATE_DTYPE, check_group, choice
 from .protocol import (  # noqa: F401 - re-exported: fimkit.optim.chain was their home
     Block, Group, ScalarBlock, State, StateShape, init_with_signature, is_refresh_step, matrix_shape, working_shape)
@@ -72,7 +73,9 @@ class ChainOptimizer(torch.optim.Optimizer):
     #: the Adam chain's eager step with in-place temporaries (fimkit.optim.inplace_adam, bit-identical
     #: to the per-block step, which False keeps)
     inplace_step = True
-    fused_step = False  # True: the Adam chain compiled, one call a group (fimkit.optim.fused_adam)
+    #: True: the Adam chain compiled, one call a group (fimkit.optim.fused_adam); RACS's element-wise
+    #: part compiled, one call a matrix (fimkit.optim.fused_racs)
+    fused_step = False
 
     @classmethod
     def common_hyperparameters(cls) -> dict[str, Any]:
@@ -252,12 +255,15 @@ class ChainOptimizer(torch.optim.Optimizer):
         # fimkit's Adam: the same operations with in-place temporaries (bit-identical, DECISIONS B6)
         adam_chain = inplace_adam.wanted(self, group)
         step = functools.partial(inplace_adam.step_param, self) if adam_chain else self._step_param
+        if not adam_chain and fused_racs.wanted(self, group):  # RACS's element-wise part compiled
+            step = functools.partial(fused_racs.step_param, self)
         admitted = ((p, grad_max) for (index, p), grad_max in zip(live, extremes)
                     if guard.admit(self, group, index, grad_max))
-        if self.fused_step and adam_chain:  # one compiled call for the group
-            admitted = fused_adam.step_group(self, group, list(admitted), len(live))
-        for p, grad_max in admitted:
-            step(p, group, grad_max)
+        with fast_path.recompile_room() if self.fused_step else contextlib.nullcontext():
+            if self.fused_step and adam_chain:  # one compiled call for the group
+                admitted = fused_adam.step_group(self, group, list(admitted), len(live))
+            for p, grad_max in admitted:
+                step(p, group, grad_max)
 
     def _init_group(self, group: Group) -> None:
         """State for the group's parameters that have a gradient and no state yet (what their first

@@ -20,17 +20,13 @@ per-block step as before.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import Tensor
 
+from .fast_path import compiled_call
+
 _KERNEL: list = []
 _GROUP_KERNEL: list = []
-#: compiled variants each kernel may have in one process (dynamo's default is 8 per function): the
-#: group kernel compiles once per group composition (tensor count, dtypes), and a process that
-#: builds many optimizers (a sweep, a test session) would otherwise fall back to the eager step
-RECOMPILE_LIMIT = 64
 
 
 def adam_update(param: Tensor, grad: Tensor, exp_avg: Tensor, second: Tensor, beta1: float, beta2: float,
@@ -91,7 +87,7 @@ def step_group(optimizer, group: dict, admitted: list, live: int) -> list:
         corrections = _bias_corrections(group, int(state["step"]) + 1)
         bias1.append(corrections[0])
         bias2.append(corrections[1])
-    if not _compiled_call(optimizer, group_kernel, (*tensors, *_scalars(group), bias1, bias2, _decay(group))):
+    if not compiled_call(optimizer, group_kernel, (*tensors, *_scalars(group), bias1, bias2, _decay(group))):
         return admitted
     for p, _ in admitted:  # counted once the step is made (a failed compile steps nothing)
         optimizer.state[p]["step"] += 1
@@ -115,29 +111,9 @@ def _decay(group: dict) -> float:
     return 1 - group["lr"] * group["weight_decay"]
 
 
-def _compiled_call(optimizer, compiled, arguments: tuple) -> bool:
-    """``compiled()(*arguments)``; False, with the switch turned off and one warning, when the kernel
-    cannot be compiled here (nothing was computed: compiling comes before running)."""
-    try:
-        with torch._dynamo.config.patch(recompile_limit=max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)):
-            compiled()(*arguments)
-    except (torch._dynamo.exc.TorchDynamoException, RuntimeError, OSError) as exc:  # not compilable here
-        _switch_off(optimizer, exc, stacklevel=5)
-        return False
-    return True
-
-
-def _switch_off(optimizer, exc: Exception, stacklevel: int) -> None:
-    optimizer.fused_step = False
-    first_line = str(exc).splitlines()[0] if str(exc) else ""
-    warnings.warn(f"{type(optimizer).__name__}: fused_step=True could not compile its kernel here "
-                  f"({type(exc).__name__}: {first_line}); taking the eager step", RuntimeWarning,
-                  stacklevel=stacklevel + 1)
-
-
 def step_tensor(optimizer, param: Tensor, grad: Tensor, state: dict, group: dict, step: int) -> bool:
     """The compiled step of one eligible tensor (its matrix view); False, with the switch turned off
     and one warning, when the kernel cannot be compiled here (the caller then steps it eagerly)."""
     arguments = (param, grad, state["exp_avg"], state["fisher_d"], *_scalars(group),
                  *_bias_corrections(group, step), _decay(group))
-    return _compiled_call(optimizer, kernel, arguments)
+    return compiled_call(optimizer, kernel, arguments)

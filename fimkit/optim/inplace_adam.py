@@ -33,8 +33,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import fused_adam, sharded, units
-from .protocol import Group, matrix_shape, working_shape
+from . import fused_adam
+from .fast_path import plain_tensor
+from .protocol import Group, matrix_shape
 
 _ADAM_CHAIN: dict[type, bool] = {}
 
@@ -61,21 +62,8 @@ def wanted(optimizer, group: Group) -> bool:
 
 
 def eligible(optimizer, p: Tensor, group: Group, grad_max: float | None) -> bool:
-    if sharded.is_dtensor(p) or p.dtype not in (torch.float32, torch.float64) or not p.is_contiguous():
-        return False
-    if p.grad.dtype != p.dtype:
-        return False
-    m, n = matrix_shape(p.shape)
-    if working_shape(m, n, group["transpose_to_short_side"])[2]:
-        return False
-    state = optimizer.state[p]
-    if not state:
-        optimizer._fresh_state(p, group)
-    if units.unit_exponent(state) != 0:
-        return False
-    if grad_max is not None and not units.comfortable(0, grad_max, optimizer._unit_rules(p, group)[0]):
-        return False  # the per-tensor step moves the unit first
-    return all(state[k].dtype == p.dtype and state[k].device == p.device for k in ("exp_avg", "fisher_d"))
+    """Whether ``p`` takes the in-place step (:func:`fimkit.optim.fast_path.plain_tensor`, untransposed)."""
+    return plain_tensor(optimizer, p, group, grad_max, ("exp_avg", "fisher_d"))
 
 
 def step_param(optimizer, p: Tensor, group: Group, grad_max: float | None) -> None:

@@ -287,7 +287,7 @@ class RowColumnPreconditioner(Preconditioner):
             # RowColumn: Eq 16 on G*G directly (the structure's generic path costs two more
             # passes over the m x n moment, a third of RACS's step)
             square = grad * grad
-            s1, q1 = fixed_point_rank1(square, int(group["fixed_point_iters"]), reduce=reduce)
+            s1, q1 = fixed_point_rank1(square, int(group["fixed_point_iters"]), reduce=reduce, nonnegative=True)
             return q1, s1, square
         sample = self._structure(group).statistics(grad)
         return sample["rows"], sample["cols"], None

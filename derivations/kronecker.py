@@ -21,7 +21,6 @@ import math
 import sympy as sp
 import torch
 
-import fimkit
 from fimkit.structures import DiagonalFactor, Full, Identity, Kronecker
 
 from . import checks

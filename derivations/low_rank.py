@@ -25,7 +25,6 @@ from functools import lru_cache
 import sympy as sp
 import torch
 
-import fimkit
 from fimkit.structures import ParamSpec, Structure
 
 from . import checks

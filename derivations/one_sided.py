@@ -33,7 +33,7 @@ from .report import Derivation, Formula, Step, main
 
 def whitening_proof() -> list[Step]:
     g = sp.MatrixSymbol("G", S.m, S.n)
-    mat, p = sp.MatrixSymbol("M", S.m, S.m), sp.MatrixSymbol("P", S.m, S.m)  # P = E[G G^T]
+    mat = sp.MatrixSymbol("M", S.m, S.m)  # any m x m matrix: the lemma holds for all of them
     (i, j, k), lim = S.ranges(("i", S.m), ("j", S.n), ("k", S.m))
     jj = sp.Symbol("jj", integer=True)
     lemma_term = sp.Sum((g.T * mat * g)[jj, jj], (jj, 0, S.n - 1))  # tr(G^T M G I_n)

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from .fim import check_fim, check_samples, empirical_fim
-from .optimizer_fisher import READERS, used_fisher
+from .optimizer_fisher import used_fisher
 from .solve import solve
 from .structures import (
     Diagonal, DiagonalFactor, EigenvalueCorrected, Full, Identity, Kronecker, LowRankPlusDiagonal, RowColumn, Structure,

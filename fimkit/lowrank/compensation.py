@@ -21,8 +21,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..structures.lowrank import COMPENSATION_MODES
-
 #: Fira's and APOLLO's guard in the norm ratio (their official code)
 NORM_RATIO_EPS = 1e-8
 

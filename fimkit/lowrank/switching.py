@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..linalg import eigh_descending, qr_complement, subspace_iteration
-from ..structures.lowrank import PROJECTIONS, SWITCH_MODES
+from ..structures.lowrank import SWITCH_MODES
 
 _MASK63 = (1 << 63) - 1
 

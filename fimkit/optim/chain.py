@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from . import builtin_adam, fast_path, fused_adam, fused_racs, guard, inplace_adam, sharded, traced, units
+from . import builtin_adam, fast_path, fused_adam, fused_racs, guard, inplace_adam, sharded, threaded_steps, traced, units
 from .domains import BOOLEAN, NON_NEGATIVE, STATE_DTYPE, check_group, choice
 from .protocol import (  # noqa: F401 - re-exported: fimkit.optim.chain was their home
     Block, Group, ScalarBlock, State, StateShape, init_with_signature, is_refresh_step, matrix_shape, working_shape)
@@ -76,6 +76,10 @@ class ChainOptimizer(torch.optim.Optimizer):
     #: True: the Adam chain compiled, one call a group (fimkit.optim.fused_adam); RACS's element-wise
     #: part compiled, one call a matrix (fimkit.optim.fused_racs)
     fused_step = False
+    #: True: on a CPU with torch using 2 or more threads, two Python threads step the group's
+    #: matrices side by side, bit for bit the serial step (fimkit.optim.threaded_steps); chains whose
+    #: per-matrix steps are independent and draw no random numbers declare it
+    threaded_step = False
 
     @classmethod
     def common_hyperparameters(cls) -> dict[str, Any]:
@@ -262,8 +266,7 @@ class ChainOptimizer(torch.optim.Optimizer):
         with fast_path.recompile_room() if self.fused_step else contextlib.nullcontext():
             if self.fused_step and adam_chain:  # one compiled call for the group
                 admitted = fused_adam.step_group(self, group, list(admitted), len(live))
-            for p, grad_max in admitted:
-                step(p, group, grad_max)
+            threaded_steps.step_all(self, group, list(admitted), step)
 
     def _init_group(self, group: Group) -> None:
         """State for the group's parameters that have a gradient and no state yet (what their first

@@ -25,3 +25,4 @@ RACS = derive(
     momentum=False, post=(NormGrowthLimiter(), Scale("alpha")),
     lr=0.02, beta=0.9, alpha=0.05, gamma=1.01, transpose_to_short_side=True,
 )
+RACS.threaded_step = True  # the fixed points of two matrices side by side (fimkit.optim.threaded_steps)

@@ -17,3 +17,4 @@ SinkGD = derive(
     RowColumn(estimator="sinkhorn"), name="SinkGD", doc=__doc__,
     momentum=False, post=(Scale("alpha", 0.05),), lr=0.02,
 )
+SinkGD.threaded_step = True  # the Sinkhorn iterations of two matrices side by side (fimkit.optim.threaded_steps)

@@ -33,9 +33,9 @@ def _ordered(rows: list[dict]) -> list[dict]:
     ours = [r for r in rows if r["package"] == "fimkit"]
     others = [r for r in rows if r["package"] not in ("torch", "fimkit")]
     out = list(torch_rows)
-    for r in ours:
+    for r in ours:  # (a variant row, e.g. "racs (fused_step)", is not followed by the packages again)
         out.append(r)
-        out += [o for o in others if o["algorithm"] == r["algorithm"]]
+        out += [o for o in others if o["algorithm"] == r["algorithm"] and o not in out]
     return out + [o for o in others if o not in out]
 
 

@@ -23,6 +23,7 @@ from fimkit.optim.chain import ChainOptimizer
 
 from .machine import peak_rss, peak_rss_tracking, reset_peak_rss
 from .paper_tables import PAPER_MODELS
+from .targets import SERIAL_ROW
 
 Build = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 Progress = Callable[[str], None]
@@ -112,19 +113,28 @@ def fimkit_candidate(name: str, amortise_over: int = 200, **hyperparameters) -> 
                      hyperparameters=hyperparameters, algorithm=name)
 
 
-#: fimkit optimizers with a compiled fused step (``optimizer.fused_step = True``), benched beside the eager one
-FUSED = ("adam", "racs")
+#: a switch of fimkit's optimizers benched beside their default step: (attribute, the value benched,
+#: the row's label, the optimizers that have it): the compiled fused step, and the serial loop
+#: where the default steps matrices in two threads (fimkit.optim.threaded_steps)
+VARIANTS = (("fused_step", True, "fused_step", ("adam", "racs")),
+            ("threaded_step", False, SERIAL_ROW.strip(" ()"), ("racs", "sinkgd")))
 
 
-def fused_candidate(name: str) -> Candidate:
-    """``name`` with ``fused_step = True`` (its defaults otherwise)."""
+def variant_candidates(names) -> list[Candidate]:
+    """A row per :data:`VARIANTS` entry that ``names`` has."""
+    return [variant_candidate(name, attribute, value, label)
+            for attribute, value, label, covered in VARIANTS for name in names if name in covered]
+
+
+def variant_candidate(name: str, attribute: str, value, label: str) -> Candidate:
+    """``name`` with ``optimizer.<attribute> = value`` (its defaults otherwise)."""
     cls = registered()[name]
 
     def build(params):
         optimizer = cls(params)
-        optimizer.fused_step = True
+        setattr(optimizer, attribute, value)
         return optimizer
-    return Candidate(f"{name} (fused_step)", build, registered_name=name, algorithm=name, min_warmup=2)
+    return Candidate(f"{name} ({label})", build, registered_name=name, algorithm=name, min_warmup=2)
 
 
 def all_hyperparameters(candidate: Candidate) -> dict:

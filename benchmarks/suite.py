@@ -13,7 +13,7 @@ import torch
 from .floors import Rates, floor_seconds, step_cost
 from .packages import third_party_candidates
 from .rates import matmul_candidates, rates_from
-from .step_time import FUSED, Progress, Result, fimkit_candidate, fused_candidate, measure, torch_adam
+from .step_time import Progress, Result, fimkit_candidate, measure, torch_adam, variant_candidates
 from .sweep import sweep
 from .targets import evaluate
 from .throughput import e2e_throughput
@@ -45,7 +45,7 @@ class Plan:
 
 def candidates(plan: Plan, with_packages: bool):
     fimkit = [fimkit_candidate(name, amortise_over=plan.amortise_over) for name in plan.optimizers]
-    fimkit += [fused_candidate(name) for name in plan.optimizers if name in FUSED]
+    fimkit += variant_candidates(plan.optimizers)
     others, notes = third_party_candidates(plan.optimizers, plan.amortise_over) if with_packages else ([], [])
     return [torch_adam("foreach"), torch_adam("fused")] + fimkit, others, notes
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+#: how a row of a default switched off for comparison ends (``benchmarks.step_time.VARIANTS``)
+SERIAL_ROW = " (serial)"
+
 #: subjects and their values in a run: ``[(subject, value or None)]``, or
 #: ``[(subject, value, bound)]`` where ``bound`` (or None) says why a miss cannot be helped
 Values = Callable[[dict], list[tuple]]
@@ -52,7 +55,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def _over_floor(run: dict) -> list[tuple[str, float | None]]:
-    return [(r["label"], r.get("step_over_floor")) for r in run["rows"] if r["package"] == "fimkit"]
+    # (a "(serial)" row is a default switched off for comparison, not a step anyone would choose)
+    return [(r["label"], r.get("step_over_floor")) for r in run["rows"]
+            if r["package"] == "fimkit" and not r["label"].endswith(SERIAL_ROW)]
 
 
 def _vs_fused(algorithm: str) -> Values:

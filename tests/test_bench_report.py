@@ -55,3 +55,12 @@ def test_write_puts_json_and_markdown_side_by_side(tmp_path):
 
 def test_git_revision_is_a_short_hash_marked_dirty_when_the_tree_has_changes():
     assert re.fullmatch(r"[0-9a-f]{4,}(-dirty)?|unknown", git_revision())
+
+
+def test_a_package_row_follows_the_first_fimkit_row_of_its_algorithm_only():
+    from benchmarks.report import _ordered
+
+    rows = [{"label": "racs", "package": "fimkit", "algorithm": "racs"},
+            {"label": "racs (fused_step)", "package": "fimkit", "algorithm": "racs"},
+            {"label": "pytorch-optimizer racs", "package": "pytorch-optimizer", "algorithm": "racs"}]
+    assert [r["label"] for r in _ordered(rows)] == ["racs", "pytorch-optimizer racs", "racs (fused_step)"]

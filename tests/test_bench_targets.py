@@ -61,3 +61,11 @@ def test_a_package_target_is_marked_unreachable_where_the_package_is_under_the_r
     assert "1.20x the floor" in verdicts["galore vs galore-torch"]["bound"]
     assert verdicts["galore vs slow-package"]["verdict"] == "met" and "bound" not in verdicts["galore vs slow-package"]
     assert "bound" not in verdicts["racs vs pytorch-optimizer"]   # no floor known: nothing claimed
+
+
+def test_a_serial_row_is_not_a_subject_of_the_floor_target():
+    from benchmarks.targets import _over_floor
+
+    run = {"rows": [{"label": "racs", "package": "fimkit", "step_over_floor": 9.0},
+                    {"label": "racs (serial)", "package": "fimkit", "step_over_floor": 12.0}]}
+    assert _over_floor(run) == [("racs", 9.0)]

@@ -71,6 +71,9 @@ def profile_candidate(candidate: Candidate, shapes, steps: int = 3, large: int |
     cpu = torch.device("cpu")
     large = large if large is not None else min(math.prod(s) for s in shapes)
     optimizer = candidate.build(_make_params(shapes, grads, cpu, seed + 1))
+    # the serial loop: torch's profiler records the calling thread's kernels only, and the threaded
+    # step (fimkit.optim.threaded_steps) makes the same kernels, half of them on another thread
+    optimizer.threaded_step = False
     for _ in range(2):
         optimizer.step()
     timed = statistics.median(_timed_step(optimizer, cpu) for _ in range(max(steps, 5))) * 1e3
@@ -134,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"kernel with an input of at least the smallest matrix's size; products are GEMMs, matrix-vector "
                 f"products and dots; a call is an ATen operation called from Python (with the kernels it calls); "
                 f"\"Python and dispatch\" is the profiled step less its kernels' own time. "
+                f"RACS and SinkGD are profiled in the serial loop (`threaded_step = False`: the profiler sees "
+                f"one thread's kernels; `benchmarks/results/cpu_threaded_steps.md` times the threaded step). "
                 f"The profiler adds about a microsecond a kernel.\n"]
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)

@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from . import builtin_adam, fast_path, fused_adam, fused_racs, guard, inplace_adam, sharded, threaded_steps, traced, units
+from . import (builtin_adam, fast_path, fused_adam, fused_racs, guard, inplace_adam, sharded, threaded_steps, traced,
+               units)
 from .domains import BOOLEAN, NON_NEGATIVE, STATE_DTYPE, check_group, choice
 from .protocol import (  # noqa: F401 - re-exported: fimkit.optim.chain was their home
     Block, Group, ScalarBlock, State, StateShape, init_with_signature, is_refresh_step, matrix_shape, working_shape)
